@@ -1,0 +1,21 @@
+"""planting_core: channel planting (Mitsuno, Nomura, Kurita, ICPR 2020) in a thin PyTorch package."""
+from .checkpoint import atomic_save, load_checkpoint, safe_load, save_checkpoint
+from .data import DATASETS, Data, Split, augment, batches, check_dataset_name, default_root, load_data
+from .distill import ce_loss, kd_loss, teacher_logits
+from .errors import CheckpointError, DataNotFoundError, NonFiniteLossError, PlantingError
+from .models import LAYOUTS, PlainCNN, check_widths, count_parameters, param_count
+from .planting import PlantedLayer, freeze, is_planted, merge, plant, trainable_parameters
+from .search import GrowConfig, GrowResult, grow
+from .train import TrainConfig, check_pair, evaluate, fit, pick_device
+
+__version__ = "0.1.0"
+__all__ = [
+    "atomic_save", "load_checkpoint", "safe_load", "save_checkpoint",
+    "DATASETS", "Data", "Split", "augment", "batches", "check_dataset_name", "default_root", "load_data",
+    "ce_loss", "kd_loss", "teacher_logits",
+    "CheckpointError", "DataNotFoundError", "NonFiniteLossError", "PlantingError",
+    "LAYOUTS", "PlainCNN", "check_widths", "count_parameters", "param_count",
+    "PlantedLayer", "freeze", "is_planted", "merge", "plant", "trainable_parameters",
+    "GrowConfig", "GrowResult", "grow",
+    "TrainConfig", "check_pair", "evaluate", "fit", "pick_device",
+]

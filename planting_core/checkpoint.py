@@ -1,0 +1,81 @@
+"""Checkpoints: atomic writes; files carry the architecture and load with weights_only=True."""
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError, PlantingError
+from .models import PlainCNN
+from .planting import is_planted, merge
+
+FORMAT = "planting-book/1"
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """torch.save to a temporary file beside `path`, then rename: a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def safe_load(path: str | Path, what: str = "checkpoint") -> Any:
+    """torch.load with weights_only=True; a missing, damaged or code-carrying file raises CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such {what} file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors and plain values "
+                              f"(weights_only=True never runs code from a file): {str(err).splitlines()[0]}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: damaged or not a PyTorch file ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else 'unreadable'})") from None
+
+
+def _check_meta(meta: dict) -> None:
+    ok = (str, int, float, bool, type(None))
+
+    def plain(v: Any) -> bool:
+        if isinstance(v, (list, tuple)):
+            return all(plain(x) for x in v)
+        if isinstance(v, dict):
+            return all(isinstance(k, str) and plain(x) for k, x in v.items())
+        return isinstance(v, ok)
+    for key, value in meta.items():
+        if not plain(value):
+            raise PlantingError(f"checkpoint metadata {key!r} must be plain values (str, int, float, bool, None, "
+                                f"lists or dicts of them), got {type(value).__name__}")
+
+
+def save_checkpoint(model: PlainCNN, path: str | Path, **meta: Any) -> Path:
+    """Save a (planted or plain) network with its architecture and plain-value metadata, atomically."""
+    _check_meta(meta)
+    net = merge(model) if is_planted(model) else model
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    return atomic_save({"format": FORMAT, "arch": net.arch(), "state": state, "meta": meta}, path)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu") -> PlainCNN:
+    """Rebuild the network saved by save_checkpoint; its metadata is in `model.meta`."""
+    obj = safe_load(path)
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(f"{path}: not a planting-book network checkpoint (expected format {FORMAT!r}, "
+                              f"found {found!r})")
+    try:
+        model = PlainCNN(**obj["arch"])
+        model.load_state_dict(obj["state"])
+    except (KeyError, TypeError, RuntimeError, PlantingError) as err:
+        raise CheckpointError(f"{path}: inconsistent checkpoint, its weights do not fit its architecture "
+                              f"({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    model.meta = dict(obj.get("meta", {}))
+    return model.to(device) if device is not None else model

@@ -1,0 +1,257 @@
+"""Datasets by name, held on the device as whole tensors; batches are taken by index."""
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from .errors import DataNotFoundError, PlantingError
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def default_root() -> Path:
+    """Data folder: $PLANTING_DATA, else ~/.cache/planting-book/data."""
+    return Path(os.environ.get("PLANTING_DATA", Path.home() / ".cache" / "planting-book" / "data")).expanduser()
+
+
+@dataclass
+class Split:
+    """One split on the device: x (N, C, H, W) float32 normalised, y (N,) int64 labels."""
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class Data:
+    """Train / validation / test splits of one dataset, plus what a network needs to fit it."""
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    in_channels: int
+    image_size: int
+    layout: str  # the paper's layout for this image size: "cifar" up to 64 px, else "stl"
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+
+    def model_kwargs(self) -> dict:
+        """Keyword arguments for PlainCNN that fit this data."""
+        return dict(layout=self.layout, in_channels=self.in_channels, num_classes=self.num_classes,
+                    image_size=self.image_size)
+
+    def describe(self) -> str:
+        """One line: sizes of the splits and the image shape."""
+        return (f"{self.name}: train {len(self.train)}, val {len(self.val)}, test {len(self.test)}, "
+                f"{self.in_channels}x{self.image_size}x{self.image_size}, {self.num_classes} classes")
+
+
+# ---------------------------------------------------------------- raw loaders
+# Each returns (images uint8 (N, C, H, W), labels int64 (N,), num_classes) for one of train/test.
+RawLoader = Callable[[Path, bool, bool], tuple[torch.Tensor, torch.Tensor, int]]
+
+
+def _no_data(name: str, root: Path, err: Exception | None, hint: str = "") -> DataNotFoundError:
+    msg = (f"dataset {name!r} was not found under {root} and could not be downloaded"
+           + (f" ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})" if err else "") + ". "
+           + "Either connect to the internet (it is then downloaded there), or put the files in a folder and pass "
+           + "it as the data root" + (f"; {hint}" if hint else "") + ".")
+    return DataNotFoundError(msg)
+
+
+def _torchvision(name: str, make: Callable[[bool], object], root: Path, download: bool, hint: str = ""):
+    """Build a torchvision dataset from disk, downloading only if allowed and needed."""
+    try:
+        return make(False)
+    except RuntimeError as first:
+        if not download:
+            raise _no_data(name, root, first, hint) from None
+    try:
+        return make(True)
+    except Exception as err:  # URLError, RuntimeError, OSError: all mean "not here and not fetchable"
+        raise _no_data(name, root, err, hint) from None
+
+
+def _cifar(cls_name: str, classes: int) -> RawLoader:
+    def load(root: Path, train: bool, download: bool):
+        from torchvision import datasets
+        ds = _torchvision(cls_name.lower(), lambda dl: getattr(datasets, cls_name)(str(root), train=train, download=dl),
+                          root, download)
+        x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
+        return x, torch.as_tensor(ds.targets, dtype=torch.long), classes
+    return load
+
+
+def _stl10(root: Path, train: bool, download: bool):
+    from torchvision import datasets
+    ds = _torchvision("stl10", lambda dl: datasets.STL10(str(root), split="train" if train else "test", download=dl),
+                      root, download)
+    return torch.from_numpy(ds.data).contiguous(), torch.as_tensor(ds.labels, dtype=torch.long), 10  # (N, 3, 96, 96)
+
+
+def _stage_idx(src: Path, root: Path, cls_name: str) -> bool:
+    """Copy the four MNIST-style idx files (plain or .gz) from `src` into torchvision's layout under `root`."""
+    raw = root / cls_name / "raw"
+    if all((raw / f).exists() for f in IDX_FILES):
+        return True
+    found = {f: next((p for p in (src / f, src / (f + ".gz")) if p.exists()), None) for f in IDX_FILES}
+    if not all(found.values()):
+        return False
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, path in found.items():
+        tmp = raw / (name + ".tmp")
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+        tmp.replace(raw / name)
+    return True
+
+
+def _mnist_family(cls_name: str, extra_dirs: tuple[Path, ...] = (), hint: str = "") -> RawLoader:
+    def load(root: Path, train: bool, download: bool):
+        from torchvision import datasets
+        for src in (root, root / cls_name, *extra_dirs):  # a plain folder of the idx files also works
+            if src.is_dir() and _stage_idx(src, root, cls_name):
+                break
+        ds = _torchvision(cls_name.lower(), lambda dl: getattr(datasets, cls_name)(str(root), train=train, download=dl),
+                          root, download, hint)
+        return ds.data.unsqueeze(1).contiguous(), ds.targets.long(), 10  # (N, 28, 28) -> (N, 1, 28, 28)
+    return load
+
+
+def _image_folder(root: Path, train: bool, download: bool, image_size: int = 32):
+    """root/<class>/*.png, or root/train/<class> and root/test/<class>; images resized to image_size."""
+    from torchvision import datasets, transforms
+    sub = root / ("train" if train else "test")
+    folder = sub if sub.is_dir() else root
+    if not folder.is_dir():
+        raise DataNotFoundError(f"imagefolder: {folder} is not a folder. Give the data root of a folder with one "
+                                f"sub-folder of images per class (optionally split into train/ and test/).")
+    tf = transforms.Compose([transforms.Resize((image_size, image_size)), transforms.PILToTensor()])
+    try:
+        ds = datasets.ImageFolder(str(folder), transform=tf)
+    except FileNotFoundError as err:
+        raise PlantingError(f"imagefolder {folder}: no images found ({err}). Expected one sub-folder per class "
+                            f"holding image files (.png, .jpg, ...).") from None
+    if len(ds.classes) < 2:
+        raise PlantingError(f"imagefolder {folder}: found {len(ds.classes)} class folder(s) {ds.classes}; "
+                            f"classification needs at least 2 sub-folders, one per class.")
+    images = []
+    for path, _ in ds.samples:
+        img = ds.loader(path).convert("RGB")
+        images.append(tf(img))
+    x = torch.stack(images)  # (N, 3, S, S) uint8
+    return x, torch.as_tensor(ds.targets, dtype=torch.long), len(ds.classes)
+
+
+DEBIAN_HINT = ("on Debian/Ubuntu, `apt-get install dataset-fashion-mnist` puts it in "
+               f"{DEBIAN_FASHION_MNIST}, which is searched automatically")
+DATASETS: dict[str, RawLoader] = {
+    "cifar10": _cifar("CIFAR10", 10),
+    "cifar100": _cifar("CIFAR100", 100),
+    "stl10": _stl10,
+    "fashion-mnist": _mnist_family("FashionMNIST", (DEBIAN_FASHION_MNIST,), DEBIAN_HINT),
+    "mnist": _mnist_family("MNIST"),
+    "imagefolder": _image_folder,
+}
+
+
+def check_dataset_name(name: str) -> str:
+    """Return the normalised dataset name, or raise a PlantingError listing the known ones."""
+    key = str(name).lower().replace("_", "-")
+    key = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100": "cifar100", "stl-10": "stl10",
+           "image-folder": "imagefolder"}.get(key, key)
+    if key not in DATASETS:
+        raise PlantingError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    return key
+
+
+def _split_sizes(pool: int, subset: int | None, val_size: int | float) -> tuple[int, int]:
+    n_train = pool if subset is None else subset
+    n_val = round(val_size * (n_train if subset else pool)) if isinstance(val_size, float) else int(val_size)
+    if subset is None:
+        n_train = pool - n_val
+    if n_val < 1 or n_train < 1 or n_train + n_val > pool:
+        raise PlantingError(f"cannot draw {n_train} training and {n_val} validation images from {pool} labelled "
+                            f"images: lower `subset` (allowed: 1..{pool - 1}) or `val_size`")
+    return n_train, n_val
+
+
+def load_data(name: str = "fashion-mnist", root: str | Path | None = None, subset: int | None = None,
+              val_size: int | float = 0.1, seed: int = 0, device: str | torch.device | None = None,
+              download: bool = True, image_size: int = 32, test_subset: int | None = None) -> Data:
+    """Load a dataset by name into train/val/test tensors on `device`, normalised by the training split.
+
+    The validation split is drawn (by `seed`) from the original training set, disjoint from the training
+    images; `subset` limits the training images (e.g. 5000); `val_size` is a count or a fraction of them.
+    """
+    from .train import pick_device  # local import: train imports data
+    key = check_dataset_name(name)
+    if subset is not None and (not isinstance(subset, int) or isinstance(subset, bool) or subset < 1):
+        raise PlantingError(f"subset must be a positive integer or None, got {subset!r}")
+    root = Path(root).expanduser() if root else default_root() / ("" if key != "imagefolder" else "imagefolder")
+    loader = DATASETS[key]
+    kw = {"image_size": image_size} if key == "imagefolder" else {}
+    if key == "imagefolder" and not (root / "train").is_dir():
+        x_all, y_all, classes = loader(root, True, download, **kw)  # one folder: hold out 1/6 as test, by seed
+        perm = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(10_000 + seed))
+        n_test = max(1, len(y_all) // 6)
+        x_te, y_te, x_tr, y_tr = x_all[perm[:n_test]], y_all[perm[:n_test]], x_all[perm[n_test:]], y_all[perm[n_test:]]
+    else:
+        x_tr, y_tr, classes = loader(root, True, download, **kw)
+        x_te, y_te, _ = loader(root, False, download, **kw)
+    n_train, n_val = _split_sizes(len(y_tr), subset, val_size)
+    perm = torch.randperm(len(y_tr), generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = perm[:n_val], perm[n_val:n_val + n_train]
+    if test_subset is not None:
+        x_te, y_te = x_te[:test_subset], y_te[:test_subset]
+    dev = pick_device(device)
+    xf = x_tr[train_idx].float().div_(255)  # (N, C, H, W) in [0, 1]
+    mean, std = xf.mean(dim=(0, 2, 3)), xf.std(dim=(0, 2, 3)).clamp_min(1e-6)
+
+    def to_split(x: torch.Tensor, y: torch.Tensor) -> Split:
+        x = (x.float().div_(255) - mean[:, None, None]) / std[:, None, None]
+        return Split(x.to(dev).contiguous(memory_format=torch.channels_last), y.to(dev))
+
+    side = x_tr.shape[-1]
+    return Data(key, to_split(x_tr[train_idx], y_tr[train_idx]), to_split(x_tr[val_idx], y_tr[val_idx]),
+                to_split(x_te, y_te), classes, x_tr.shape[1], side, "cifar" if side <= 64 else "stl",
+                mean.tolist(), std.tolist())
+
+
+def batches(n: int, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+            device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
+    """Index tensors covering range(n) in batches (shuffled with `generator` if asked; last batch may be short)."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    order = order.to(device)
+    for i in range(0, n, batch_size):
+        yield order[i:i + batch_size]
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, flip: bool = True, pad: int = 4) -> torch.Tensor:
+    """Random horizontal flip and random crop (zero padding `pad`) on the device: (B, C, H, W) -> same shape."""
+    b, c, h, w = x.shape
+    dev = x.device
+    if flip:
+        mask = (torch.rand(b, generator=generator) < 0.5).to(dev)  # (B,)
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    if pad > 0:
+        xp = F.pad(x, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p)
+        oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(dev)
+        ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(dev)
+        rows = (oy[:, None] + torch.arange(h, device=dev))[:, None, :, None]  # (B, 1, H, 1)
+        cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, None, :]  # (B, 1, 1, W)
+        bidx = torch.arange(b, device=dev)[:, None, None, None]
+        cidx = torch.arange(c, device=dev)[None, :, None, None]
+        x = xp[bidx, cidx, rows, cols]  # (B, C, H, W)
+    return x.contiguous(memory_format=torch.channels_last)
