@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny synthetic datasets and networks, so each test runs in seconds on a CPU."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+import planting_core as pc  # noqa: E402
+
+
+def make_data(n_train: int = 256, n_val: int = 128, n_test: int = 128, classes: int = 4, channels: int = 1,
+              size: int = 16, seed: int = 0) -> pc.Data:
+    """Learnable synthetic images: each class is a fixed random pattern plus noise. (N, C, size, size)."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.randn(classes, channels, size, size, generator=g)
+
+    def split(n: int) -> pc.Split:
+        y = torch.randint(0, classes, (n,), generator=g)
+        x = protos[y] + 0.8 * torch.randn(n, channels, size, size, generator=g)
+        return pc.Split(x.contiguous(memory_format=torch.channels_last), y)
+    return pc.Data("synthetic", split(n_train), split(n_val), split(n_test), classes, channels, size, "cifar")
+
+
+@pytest.fixture
+def data() -> pc.Data:
+    return make_data()
+
+
+@pytest.fixture
+def teacher(data: pc.Data) -> pc.PlainCNN:
+    torch.manual_seed(0)
+    net = pc.PlainCNN([16] * 5, **data.model_kwargs())
+    pc.fit(net, data, pc.TrainConfig(epochs=4, lr=0.02, batch_size=32, progress=False))
+    return net.eval()

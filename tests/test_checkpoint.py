@@ -1,0 +1,53 @@
+import pickle
+
+import pytest
+import torch
+
+import planting_core as pc
+
+
+def test_round_trip_rebuilds_the_network(tmp_path):
+    torch.manual_seed(0)
+    net = pc.plant(pc.PlainCNN([4, 5, 6, 7, 8], layout="stl", image_size=96, num_classes=3), 4, 2, init="random")
+    path = pc.save_checkpoint(net, tmp_path / "net.pt", seed=3, note="hi", history=[{"epoch": 1, "loss": 0.5}])
+    back = pc.load_checkpoint(path)
+    assert back.arch() == pc.merge(net).arch() and back.widths == [4, 5, 6, 7, 10]
+    x = torch.randn(2, 3, 96, 96)
+    assert torch.equal(back(x), net(x))
+    assert back.meta == {"seed": 3, "note": "hi", "history": [{"epoch": 1, "loss": 0.5}]}
+    assert not list(tmp_path.glob("*.tmp"))  # atomic: no temporary file left
+
+
+def test_damaged_file_names_the_file(tmp_path):
+    path = pc.save_checkpoint(pc.PlainCNN([4] * 5), tmp_path / "net.pt")
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(pc.CheckpointError, match="net.pt: damaged"):
+        pc.load_checkpoint(path)
+
+
+def test_foreign_files_are_refused(tmp_path):
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(pc.CheckpointError, match="other.pt: not a planting-book network checkpoint"):
+        pc.load_checkpoint(other)
+    code = tmp_path / "code.pt"
+    code.write_bytes(pickle.dumps(pc.TrainConfig()))  # a pickle that would build an object
+    with pytest.raises(pc.CheckpointError, match="code.pt"):
+        pc.load_checkpoint(code)
+    with pytest.raises(pc.CheckpointError, match="missing.pt: no such checkpoint file"):
+        pc.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_inconsistent_checkpoint(tmp_path):
+    path = pc.save_checkpoint(pc.PlainCNN([4] * 5), tmp_path / "net.pt")
+    obj = torch.load(path, weights_only=True)
+    obj["arch"]["widths"] = [5] * 5
+    torch.save(obj, path)
+    with pytest.raises(pc.CheckpointError, match="do not fit its architecture"):
+        pc.load_checkpoint(path)
+
+
+def test_metadata_must_be_plain(tmp_path):
+    with pytest.raises(pc.PlantingError, match="metadata 'cfg' must be plain values"):
+        pc.save_checkpoint(pc.PlainCNN([4] * 5), tmp_path / "n.pt", cfg=pc.TrainConfig())

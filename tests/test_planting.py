@@ -1,0 +1,92 @@
+import pytest
+import torch
+
+import planting_core as pc
+
+
+@pytest.fixture
+def net():
+    torch.manual_seed(0)
+    return pc.PlainCNN([6, 7, 8, 9, 10], in_channels=1, image_size=16, num_classes=5)
+
+
+X = torch.randn(8, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("layer", range(5))
+def test_zero_init_planting_preserves_outputs(net, layer):
+    planted = pc.plant(net, layer, 3, init="zero")
+    assert torch.equal(planted(X), net(X))
+    assert planted.widths[layer] == net.widths[layer] + 3
+    assert net.widths == [6, 7, 8, 9, 10]  # the input network is unchanged
+    assert pc.count_parameters(planted) == pc.param_count(planted.widths, in_channels=1, num_classes=5, image_size=16)
+
+
+@pytest.mark.parametrize("layer", range(5))
+def test_only_new_weights_are_trainable(net, layer):
+    planted = pc.plant(net, layer, 2)
+    names = sorted(n for n, _ in planted.named_parameters())
+    nxt = f"convs.{layer + 1}" if layer < 4 else "fc1"
+    assert names == sorted([f"convs.{layer}.new_weight", f"convs.{layer}.new_bias", f"{nxt}.new_weight"])
+    assert planted.convs[layer].new_weight.shape[0] == 2
+    assert planted.convs[layer].new_weight.shape[1] == ([1] + net.widths)[layer]
+
+
+def test_random_init_changes_outputs(net):
+    assert not torch.allclose(pc.plant(net, 2, 3, init="random")(X), net(X))
+
+
+@pytest.mark.parametrize("layer", range(5))
+def test_old_weights_bit_identical_after_sgd_with_momentum_and_weight_decay(net, layer):
+    planted = pc.plant(net, layer, 3)
+    before_old = {k: v.clone() for k, v in planted.state_dict().items() if "new_" not in k}
+    before_new = {k: v.clone() for k, v in planted.named_parameters()}
+    opt = torch.optim.SGD(planted.parameters(), lr=0.1, momentum=0.9, weight_decay=0.05)
+    y = torch.randint(0, 5, (8,))
+    for _ in range(5):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(planted(X), y).backward()
+        opt.step()
+    after = planted.state_dict()
+    for k, v in before_old.items():
+        assert torch.equal(after[k], v), k
+    for k, v in before_new.items():
+        assert not torch.equal(after[k], v), f"{k} did not train"
+    # the merged network's old slice equals the original network's weights
+    merged = pc.merge(planted)
+    old = net.convs[layer].weight
+    assert torch.equal(merged.convs[layer].weight[: old.shape[0]], old)
+
+
+@pytest.mark.parametrize("layer", range(5))
+def test_merge_is_exact_and_plain(net, layer):
+    planted = pc.plant(net, layer, 4, init="random")
+    merged = pc.merge(planted)
+    assert type(merged) is pc.PlainCNN and not pc.is_planted(merged)
+    assert merged.widths == planted.widths
+    assert torch.equal(merged(X), planted(X))
+    assert pc.count_parameters(merged) == pc.count_parameters(planted)
+    assert all(p.requires_grad for p in merged.parameters())
+
+
+def test_plant_again_after_merge_and_on_a_planted_net(net):
+    once = pc.plant(net, 1, 2, init="random")
+    twice = pc.plant(pc.merge(once), 3, 2)
+    assert twice.widths == [6, 9, 8, 11, 10]
+    assert torch.allclose(twice(X), once(X), atol=1e-6)
+    again = pc.plant(once, 1, 2)  # a planted net is merged first: round 1's channels become frozen
+    assert again.widths == [6, 11, 8, 9, 10]
+    assert torch.allclose(again(X), once(X), atol=1e-6)
+    assert len(list(again.parameters())) == 3
+
+
+@pytest.mark.parametrize("layer,channels,init,match", [
+    (5, 2, "zero", "layer must be an integer from 0 to 4"),
+    (-1, 2, "zero", "layer must be an integer from 0 to 4"),
+    (1, 0, "zero", "channels must be a positive integer"),
+    (1, -3, "zero", "channels must be a positive integer"),
+    (1, 2, "ones", "init must be one of"),
+])
+def test_bad_plant_arguments(net, layer, channels, init, match):
+    with pytest.raises(pc.PlantingError, match=match):
+        pc.plant(net, layer, channels, init)

@@ -1,0 +1,74 @@
+import pandas as pd
+import pytest
+import torch
+
+import planting_core as pc
+
+
+def small_cfg(**kw) -> pc.GrowConfig:
+    kw.setdefault("channels", 2)
+    return pc.GrowConfig(train=pc.TrainConfig(epochs=1, lr=0.01, batch_size=32, loss="kd", progress=False), **kw)
+
+
+@pytest.fixture
+def initial(data):
+    torch.manual_seed(1)
+    net = pc.PlainCNN([4] * 5, **data.model_kwargs())
+    pc.fit(net, data, pc.TrainConfig(epochs=1, lr=0.02, batch_size=32, progress=False))
+    return net
+
+
+def test_grow_keeps_the_lowest_validation_loss_candidate(data, teacher, initial):
+    result = pc.grow(initial, teacher, data, small_cfg(max_rounds=2), progress=False)
+    h = result.history
+    assert list(h.columns[:6]) == ["round", "layer", "widths", "params", "val_loss", "val_acc"]
+    kept_loss = h.loc[h["round"] == 0, "val_loss"].item()
+    for rnd in sorted(set(h["round"]) - {0}):
+        cands = h[h["round"] == rnd]
+        assert sorted(cands["layer"]) == [0, 1, 2, 3, 4]
+        chosen = cands[cands["chosen"]]
+        if len(chosen):
+            assert chosen["val_loss"].item() == cands["val_loss"].min()
+            assert chosen["val_loss"].item() < kept_loss
+            assert chosen["test_acc"].notna().all()
+            kept_loss = chosen["val_loss"].item()
+    last = result.chosen().iloc[-1]
+    assert str(result.model.widths) == last["widths"]
+    assert pc.count_parameters(result.model) == last["params"]
+    # the returned network is the kept one: its validation loss is the history's
+    assert pc.evaluate(result.model, data.val)["loss"] == pytest.approx(last["val_loss"], rel=1e-5)
+
+
+def test_grow_stops_when_nothing_improves(data, teacher, initial):
+    result = pc.grow(initial, teacher, data, small_cfg(min_delta=1e9), progress=False)
+    assert "stopped falling" in result.stop_reason
+    assert result.history["chosen"].sum() == 1  # only the initial network
+    assert result.model.widths == initial.widths
+    assert len(result.history) == 6  # the initial row and one round of five candidates
+
+
+def test_grow_respects_max_params_and_round_robin(data, teacher, initial):
+    limit = pc.count_parameters(initial) + 400
+    result = pc.grow(initial, teacher, data, small_cfg(max_params=limit, max_rounds=3), progress=False)
+    assert pc.count_parameters(result.model) <= limit
+    assert (result.history["status"] == "over max_params").any()
+    rr = pc.grow(initial, teacher, data, small_cfg(order="round-robin", max_rounds=3, min_delta=-1e9), progress=False)
+    assert list(rr.history["layer"].dropna()) == [0, 1, 2]
+
+
+def test_grow_writes_history_and_resumes(data, teacher, initial, tmp_path):
+    cfg = small_cfg(max_rounds=2)
+    first = pc.grow(initial, teacher, data, cfg, out_dir=tmp_path, progress=False)
+    on_disk = pd.read_csv(tmp_path / "history.csv")
+    assert len(on_disk) == len(first.history)
+    again = pc.grow(initial, teacher, data, cfg, out_dir=tmp_path, progress=False)  # finished: returned as is
+    pd.testing.assert_frame_equal(again.history, first.history)
+    with pytest.raises(pc.PlantingError, match="other settings"):
+        pc.grow(initial, teacher, data, small_cfg(max_rounds=2, channels=3), out_dir=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("kw,match", [({"channels": 0}, "channels must be"), ({"order": "random"}, "order must be"),
+                                      ({"max_rounds": 0}, "max_rounds must be")])
+def test_bad_grow_config(data, teacher, initial, kw, match):
+    with pytest.raises(pc.PlantingError, match=match):
+        pc.grow(initial, teacher, data, small_cfg(**kw), progress=False)

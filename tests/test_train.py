@@ -1,0 +1,101 @@
+import pytest
+import torch
+
+import planting_core as pc
+
+
+def test_training_learns_and_is_repeatable(data):
+    cfg = pc.TrainConfig(epochs=3, lr=0.02, batch_size=32, progress=False, seed=3)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        net = pc.PlainCNN([8] * 5, **data.model_kwargs())
+        runs.append(pc.fit(net, data, cfg))
+    assert [r["train_loss"] for r in runs[0]] == [r["train_loss"] for r in runs[1]]
+    assert runs[0][-1]["val_acc"] > 0.5  # 4 classes: chance is 0.25
+
+
+def test_planted_training_with_cached_prefix_equals_uncached(data, teacher):
+    torch.manual_seed(0)
+    base = pc.PlainCNN([8] * 5, **data.model_kwargs())
+    results = []
+    for cache in (True, False):
+        planted = pc.plant(base, 2, 4, generator=torch.Generator().manual_seed(0))
+        cfg = pc.TrainConfig(epochs=2, lr=0.01, batch_size=32, loss="kd", progress=False, cache_prefix=cache)
+        pc.fit(planted, data, cfg, teacher=teacher)
+        results.append(planted.convs[2].new_weight.detach())
+    assert torch.allclose(results[0], results[1], atol=1e-5)
+
+
+def test_fit_resumes_from_its_epoch_checkpoint(data, tmp_path):
+    cfg = pc.TrainConfig(epochs=4, lr=0.02, batch_size=32, progress=False)
+    torch.manual_seed(0)
+    whole = pc.PlainCNN([8] * 5, **data.model_kwargs())
+    full = pc.fit(whole, data, cfg)
+    torch.manual_seed(0)
+    fresh = pc.PlainCNN([8] * 5, **data.model_kwargs())
+    state = tmp_path / "half.pt"
+
+    # build a genuine half-way state: train with a hook that stops after epoch 2
+    class Stop(Exception):
+        pass
+    calls = {"n": 0}
+    orig = pc.train.evaluate
+
+    def stopping_eval(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:  # 3rd epoch's evaluation: die before its checkpoint is written
+            raise Stop
+        return orig(*a, **k)
+    pc.train.evaluate = stopping_eval
+    try:
+        with pytest.raises(Stop):
+            pc.fit(fresh, data, cfg, checkpoint=state)
+    finally:
+        pc.train.evaluate = orig
+    assert torch.load(state, weights_only=True)["epoch"] == 1  # epochs 1 and 2 saved (0-based 1)
+    torch.manual_seed(123)  # a different global RNG must not matter
+    resumed_net = pc.PlainCNN([8] * 5, **data.model_kwargs())
+    resumed = pc.fit(resumed_net, data, cfg, checkpoint=state)
+    assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in full]
+    for a, b in zip(resumed_net.parameters(), whole.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_resume_with_other_settings_is_refused(data, tmp_path):
+    net = pc.PlainCNN([8] * 5, **data.model_kwargs())
+    pc.fit(net, data, pc.TrainConfig(epochs=1, progress=False), checkpoint=tmp_path / "s.pt")
+    with pytest.raises(pc.PlantingError, match="other settings"):
+        pc.fit(net, data, pc.TrainConfig(epochs=1, lr=0.5, progress=False), checkpoint=tmp_path / "s.pt")
+
+
+def test_nan_loss_is_reported(data):
+    net = pc.PlainCNN([8] * 5, **data.model_kwargs())
+    with pytest.raises(pc.NonFiniteLossError, match="lower the learning rate"):
+        pc.fit(net, data, pc.TrainConfig(epochs=2, lr=1e6, progress=False))
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("epochs", -1, "epochs must be"), ("batch_size", 0, "batch_size must be"), ("loss", "mse", "loss must be one of"),
+    ("lr", "0.1", "lr must be a non-negative number"), ("T", 0.0, "need T > 0"),
+])
+def test_bad_config_is_explained(data, field, value, match):
+    net = pc.PlainCNN([8] * 5, **data.model_kwargs())
+    with pytest.raises(pc.PlantingError, match=match):
+        pc.fit(net, data, pc.TrainConfig(**{field: value, "progress": False}))
+
+
+def test_teacher_student_mismatch(data, teacher):
+    student = pc.PlainCNN([8] * 5, layout="cifar", in_channels=1, num_classes=7, image_size=16)
+    with pytest.raises(pc.PlantingError, match="disagree in num_classes"):
+        pc.fit(student, data, pc.TrainConfig(loss="kd", progress=False), teacher=teacher)
+
+
+def test_pick_device():
+    assert pc.pick_device("cpu").type == "cpu"
+    assert pc.pick_device(None).type in ("cpu", "cuda", "mps")
+    with pytest.raises(pc.PlantingError, match="device must be"):
+        pc.pick_device("tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(pc.PlantingError, match="no CUDA GPU"):
+            pc.pick_device("cuda")
