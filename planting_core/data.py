@@ -27,6 +27,7 @@ class Split:
     """One split on the device: x (N, C, H, W) float32 normalised, y (N,) int64 labels."""
     x: torch.Tensor
     y: torch.Tensor
+    index: torch.Tensor | None = None  # (N,) positions in the source dataset's split (train or test), on the CPU
 
     def __len__(self) -> int:
         return len(self.y)
@@ -219,14 +220,14 @@ def load_data(name: str = "fashion-mnist", root: str | Path | None = None, subse
     xf = x_tr[train_idx].float().div_(255)  # (N, C, H, W) in [0, 1]
     mean, std = xf.mean(dim=(0, 2, 3)), xf.std(dim=(0, 2, 3)).clamp_min(1e-6)
 
-    def to_split(x: torch.Tensor, y: torch.Tensor) -> Split:
-        x = (x.float().div_(255) - mean[:, None, None]) / std[:, None, None]
-        return Split(x.to(dev).contiguous(memory_format=torch.channels_last), y.to(dev))
+    def to_split(x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> Split:
+        x = (x[index].float().div_(255) - mean[:, None, None]) / std[:, None, None]
+        return Split(x.to(dev).contiguous(memory_format=torch.channels_last), y[index].to(dev), index)
 
     side = x_tr.shape[-1]
-    return Data(key, to_split(x_tr[train_idx], y_tr[train_idx]), to_split(x_tr[val_idx], y_tr[val_idx]),
-                to_split(x_te, y_te), classes, x_tr.shape[1], side, "cifar" if side <= 64 else "stl",
-                mean.tolist(), std.tolist())
+    test_idx = torch.arange(len(y_te))
+    return Data(key, to_split(x_tr, y_tr, train_idx), to_split(x_tr, y_tr, val_idx), to_split(x_te, y_te, test_idx),
+                classes, x_tr.shape[1], side, "cifar" if side <= 64 else "stl", mean.tolist(), std.tolist())
 
 
 def batches(n: int, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,

@@ -51,7 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plant-epochs", type=int, default=3)
     p.add_argument("--channels", type=int, default=4, help="channels planted per step")
     p.add_argument("--max-rounds", type=int, default=None)
-    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--lr", type=float, default=0.02, help="learning rate of the teacher and initial network")
+    p.add_argument("--plant-lr", type=float, default=0.01, help="learning rate of the planted channels (KD)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--out", default=None, help="run folder (default runs/<dataset>)")
     p.add_argument("--no-progress", action="store_true")
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         for tag, net in (("teacher", teacher), ("initial", initial)):
             print(f"{tag}: widths {net.widths}, {count_parameters(net):,} params, test acc {net.meta['test_acc']:.4f}")
         cfg = GrowConfig(channels=a.channels, max_rounds=a.max_rounds,
-                         train=replace(base, epochs=a.plant_epochs, loss="kd"))
+                         train=replace(base, epochs=a.plant_epochs, lr=a.plant_lr, loss="kd"))
         result = grow(initial, teacher, data, cfg, out_dir=out, progress=not a.no_progress)
         test = evaluate(result.model, data.test)
         save_checkpoint(result.model, out / "planted.pt", test_loss=test["loss"], test_acc=test["acc"])

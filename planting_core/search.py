@@ -18,6 +18,7 @@ from .planting import INITS, merge, plant
 from .train import TrainConfig, check_pair, evaluate, fit
 
 ORDERS = ("search", "round-robin")
+SELECT_BY = ("val_loss", "val_kd")
 
 
 @dataclass
@@ -30,6 +31,7 @@ class GrowConfig:
     min_delta: float = 0.0  # a round must lower the validation loss by more than this
     order: str = "search"  # "search": try all five layers; "round-robin": conv1..conv5 in turn (ablation)
     finetune_old: bool = False  # ablation: train every weight, not only the planted ones
+    select_by: str = "val_loss"  # "val_loss": CE on validation labels; "val_kd": KD loss to the teacher
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, loss="kd"))
 
     def check(self) -> "GrowConfig":
@@ -38,6 +40,8 @@ class GrowConfig:
             raise PlantingError(f"channels must be a positive integer, got {self.channels!r}")
         if self.init not in INITS:
             raise PlantingError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.select_by not in SELECT_BY:
+            raise PlantingError(f"select_by must be one of {SELECT_BY}, got {self.select_by!r}")
         if self.order not in ORDERS:
             raise PlantingError(f"order must be one of {ORDERS}, got {self.order!r}")
         for name in ("max_rounds", "max_params"):
@@ -60,10 +64,14 @@ class GrowResult:
         return self.history[self.history["chosen"]].reset_index(drop=True)
 
 
+NAN = float("nan")
+FAILED = {"loss": NAN, "acc": NAN, "kd": NAN}
+
+
 def _row(rnd: int, layer: int | None, net: PlainCNN, val: dict, seconds: float, status: str = "ok") -> dict:
     return dict(round=rnd, layer=layer, widths=str(list(net.widths)), params=count_parameters(net),
-                val_loss=val["loss"], val_acc=val["acc"], seconds=seconds, chosen=False, status=status,
-                test_loss=float("nan"), test_acc=float("nan"))
+                val_loss=val["loss"], val_acc=val["acc"], val_kd=val["kd"], seconds=seconds, chosen=False,
+                status=status, test_loss=NAN, test_acc=NAN)
 
 
 def _pack(net: PlainCNN) -> dict:
@@ -90,6 +98,11 @@ def grow(initial: PlainCNN, teacher: torch.nn.Module, data: Data, cfg: GrowConfi
     tcfg = replace(cfg.train, progress=False)
     # teacher logits once per split, reused by every candidate and round (unless augmentation needs it live)
     targets = None if tcfg.augment or tcfg.loss != "kd" else teacher_logits(teacher, data.train.x, tcfg.eval_batch_size)
+    val_targets = teacher_logits(teacher, data.val.x, tcfg.eval_batch_size)  # (N_val, K) for the val_kd column
+
+    def validate(net: PlainCNN) -> dict:
+        return evaluate(net, data.val, tcfg.eval_batch_size, val_targets, tcfg.T)
+    key = cfg.select_by  # the history column the search minimises
     state_path = Path(out_dir) / "grow_state.pt" if out_dir else None
     settings = asdict(replace(cfg, train=tcfg))
     current = merge(initial).to(dev)
@@ -102,12 +115,12 @@ def grow(initial: PlainCNN, teacher: torch.nn.Module, data: Data, cfg: GrowConfi
         if state.get("stop_reason"):  # the run had finished: return its result as it was
             return _result(current, rows, state["stop_reason"])
     else:
-        init_val = evaluate(current, data.val, tcfg.eval_batch_size)
+        init_val = validate(current)
         rows = [_row(0, None, current, init_val, 0.0)]
         test = evaluate(current, data.test, tcfg.eval_batch_size)
         rows[0].update(chosen=True, test_loss=test["loss"], test_acc=test["acc"])
         rnd, done = 1, {}
-    best_val = min(r["val_loss"] for r in rows if r["chosen"])
+    best_val = min(r[key] for r in rows if r["chosen"])
     stop_reason = ""
     bar = tqdm(desc="planting", unit="candidate", disable=not progress)
 
@@ -129,8 +142,7 @@ def grow(initial: PlainCNN, teacher: torch.nn.Module, data: Data, cfg: GrowConfi
             torch.manual_seed(seed)
             cand = plant(current, layer, cfg.channels, cfg.init, generator=torch.Generator().manual_seed(seed))
             if cfg.max_params is not None and count_parameters(cand) > cfg.max_params:
-                done[layer] = {"row": _row(rnd, layer, cand, {"loss": float("nan"), "acc": float("nan")}, 0.0,
-                                           "over max_params"), "net": None}
+                done[layer] = {"row": _row(rnd, layer, cand, FAILED, 0.0, "over max_params"), "net": None}
                 continue
             if cfg.finetune_old:
                 cand = merge(cand)
@@ -138,9 +150,9 @@ def grow(initial: PlainCNN, teacher: torch.nn.Module, data: Data, cfg: GrowConfi
             try:
                 fit(cand, data, replace(tcfg, seed=seed), teacher=teacher, targets=targets,
                     desc=f"round {rnd} conv{layer + 1}")
-                val, status = evaluate(cand, data.val, tcfg.eval_batch_size), "ok"
-            except NonFiniteLossError:
-                val, status = {"loss": float("nan"), "acc": float("nan")}, "diverged"
+                val, status = validate(cand), "ok"
+            except NonFiniteLossError:  # this candidate is dropped and reported; the others go on
+                val, status = FAILED, "diverged"
             done[layer] = {"row": _row(rnd, layer, cand, val, time.perf_counter() - t0, status),
                            "net": _pack(merge(cand)) if status == "ok" else None}
             save_state()
@@ -151,17 +163,17 @@ def grow(initial: PlainCNN, teacher: torch.nn.Module, data: Data, cfg: GrowConfi
             rows.extend(round_rows)
             stop_reason = "no candidate could be trained within the limits"
             break
-        best = min(ok, key=lambda d: d["row"]["val_loss"])
-        if not best["row"]["val_loss"] < best_val - cfg.min_delta:
+        best = min(ok, key=lambda d: d["row"][key])
+        if not best["row"][key] < best_val - cfg.min_delta:
             rows.extend(round_rows)
-            stop_reason = f"validation loss stopped falling (best candidate {best['row']['val_loss']:.4f} " \
+            stop_reason = f"validation loss stopped falling (best candidate's {key} {best['row'][key]:.4f} " \
                           f">= {best_val:.4f} - {cfg.min_delta})"
             break
         current = _unpack(best["net"], dev)
         test = evaluate(current, data.test, tcfg.eval_batch_size)
         best["row"].update(chosen=True, test_loss=test["loss"], test_acc=test["acc"])
         rows.extend(round_rows)
-        best_val = best["row"]["val_loss"]
+        best_val = best["row"][key]
         rnd, done = rnd + 1, {}
         save_state()
         if out_dir:
