@@ -4,9 +4,11 @@ from .data import DATASETS, Data, Split, augment, batches, check_dataset_name, d
 from .distill import ce_loss, kd_loss, teacher_logits
 from .errors import CheckpointError, DataNotFoundError, NonFiniteLossError, PlantingError
 from .models import LAYOUTS, PlainCNN, check_widths, count_parameters, param_count
-from .planting import PlantedLayer, freeze, is_planted, merge, plant, trainable_parameters
+from .params import NOTEBOOK_PARAMS, check_params
+from .planting import (PlantedLayer, freeze, frozen_inputs, is_planted, merge, plant, planted_forward,
+                       trainable_parameters)
 from .search import GrowConfig, GrowResult, grow
-from .train import TrainConfig, check_pair, evaluate, fit, pick_device
+from .train import TrainConfig, check_pair, evaluate, fit, pick_device, to_device
 
 __version__ = "0.1.0"
 __all__ = [
@@ -15,7 +17,9 @@ __all__ = [
     "ce_loss", "kd_loss", "teacher_logits",
     "CheckpointError", "DataNotFoundError", "NonFiniteLossError", "PlantingError",
     "LAYOUTS", "PlainCNN", "check_widths", "count_parameters", "param_count",
-    "PlantedLayer", "freeze", "is_planted", "merge", "plant", "trainable_parameters",
+    "PlantedLayer", "freeze", "frozen_inputs", "is_planted", "merge", "plant", "planted_forward",
+    "trainable_parameters",
+    "NOTEBOOK_PARAMS", "check_params",
     "GrowConfig", "GrowResult", "grow",
-    "TrainConfig", "check_pair", "evaluate", "fit", "pick_device",
+    "TrainConfig", "check_pair", "evaluate", "fit", "pick_device", "to_device",
 ]

@@ -28,14 +28,14 @@ def ce_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def teacher_logits(teacher: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+def teacher_logits(teacher: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """The teacher's logits for every image of x (N, C, H, W) -> (N, K) float32, in eval mode, computed once.
 
     Valid as a cache only without random augmentation: with augmentation the teacher must see the same
     augmented view as the student, so training then runs the teacher live on each batch.
     """
     was_training = teacher.training
-    teacher.eval()
+    teacher.to(x.device, memory_format=torch.channels_last).eval()  # match the data's NHWC layout
     out = torch.cat([teacher(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)])
     teacher.train(was_training)
     return out

@@ -72,7 +72,7 @@ class PlainCNN(nn.Module):
         """Run convs start..stop-1 (each with ReLU and its pool): (B, C_in, H, W) -> (B, C, H', W')."""
         pools = LAYOUTS[self.layout]
         for i in range(start, stop):
-            x = torch.relu(self.convs[i](x))
+            x = torch.relu_(self.convs[i](x))  # in place: the conv output is a fresh tensor
             if i in pools:
                 x = self.pool(x)
         return x

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import PlantingError
-from .models import NUM_CONVS, PlainCNN
+from .models import LAYOUTS, NUM_CONVS, PlainCNN
 
 INITS = ("zero", "random")
 
@@ -41,10 +41,20 @@ class PlantedLayer(nn.Module):
             return self.old_bias
         return torch.cat([self.old_bias, self.new_bias.to(self.old_bias.dtype)])
 
+    def _run(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        return F.conv2d(x, w, b, padding=1) if self.is_conv else F.linear(x, w, b)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.is_conv:
-            return F.conv2d(x, self.weight, self.bias, padding=1)
-        return F.linear(x, self.weight, self.bias)
+        """Old and new parts computed apart: the old part is exactly the unplanted layer's computation."""
+        if self.dim == 0:  # (B, C_old + k, H, W): old channels, then the new ones
+            return torch.cat([self._run(x, self.old_weight, self.old_bias),
+                              self._run(x, self.new_weight, self.new_bias)], 1)
+        n_old = self.old_weight.shape[1]  # input channels (conv) or input features (fc1) read by the old weights
+        # contiguous slices, laid out as the unplanted layer's input was, so the old part runs the same kernel
+        fmt = torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+            else torch.contiguous_format
+        old, new = (x[:, :n_old].contiguous(memory_format=fmt), x[:, n_old:].contiguous(memory_format=fmt))
+        return self._run(old, self.old_weight, self.old_bias) + self._run(new, self.new_weight, None)
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -114,7 +124,11 @@ def plant(model: PlainCNN, layer: int, channels: int, init: str = "zero",
 
 
 def merge(model: PlainCNN) -> PlainCNN:
-    """A plain, fully trainable PlainCNN with the same widths and identical outputs as a (planted) network."""
+    """A plain, fully trainable PlainCNN with the same widths and weights as a (planted) network.
+
+    Its outputs equal the planted network's up to float rounding (one conv per layer instead of an old and a
+    new part); a merged network whose planted channels have zero outgoing weights computes the same as before.
+    """
     ref = model.convs[0].weight
     out = PlainCNN(**model.arch()).to(device=ref.device, dtype=ref.dtype)
     src_layers = [*model.convs, model.fc1, model.fc2]
@@ -129,3 +143,43 @@ def merge(model: PlainCNN) -> PlainCNN:
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The parameters an optimiser should see (in a planted network: only the new weights)."""
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def _next_layer(model: PlainCNN, layer: int) -> PlantedLayer:
+    return model.convs[layer + 1] if layer + 1 < NUM_CONVS else model.fc1
+
+
+@torch.no_grad()
+def frozen_inputs(model: PlainCNN, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The parts of a planted net's forward pass that never change in training, for images x (B, C, H, W).
+
+    Returns h, the input of the planted conv l (B, C_l_in, H_l, W_l), and z_old, the next layer's
+    pre-activation from the old channels alone, bias included: (B, C_l+1, H', W'), or (B, hidden) for fc1.
+    """
+    layer = model.planted_layer
+    h = model.features(x, 0, layer)
+    planted, nxt = model.convs[layer], _next_layer(model, layer)
+    a_old = torch.relu(F.conv2d(h, planted.old_weight, planted.old_bias, padding=1))
+    if layer in LAYOUTS[model.layout]:
+        a_old = model.pool(a_old)
+    if nxt.is_conv:
+        return h, F.conv2d(a_old, nxt.old_weight, nxt.old_bias, padding=1)
+    return h, F.linear(torch.flatten(a_old, 1), nxt.old_weight, nxt.old_bias)
+
+
+def planted_forward(model: PlainCNN, h: torch.Tensor, z_old: torch.Tensor) -> torch.Tensor:
+    """Logits (B, K) of a planted net from frozen_inputs(): computes only the new channels and what follows.
+
+    Equal to model(x) up to float rounding; autograd never touches the old weights of the two planted layers.
+    """
+    layer = model.planted_layer
+    planted, nxt = model.convs[layer], _next_layer(model, layer)
+    a_new = torch.relu(F.conv2d(h, planted.new_weight, planted.new_bias, padding=1))  # (B, k, H_l, W_l)
+    if layer in LAYOUTS[model.layout]:
+        a_new = model.pool(a_new)
+    if not nxt.is_conv:  # conv5 planted: fc1's new columns read the new channels, flattened
+        return model.fc2(torch.relu(z_old + F.linear(torch.flatten(a_new, 1), nxt.new_weight)))
+    x = torch.relu(z_old + F.conv2d(a_new, nxt.new_weight, None, padding=1))  # (B, C_l+1, H', W')
+    if layer + 1 in LAYOUTS[model.layout]:
+        x = model.pool(x)
+    return model.head(model.features(x, layer + 2))

@@ -15,7 +15,7 @@ from .distill import teacher_logits
 from .errors import NonFiniteLossError, PlantingError
 from .models import NUM_CONVS, PlainCNN, count_parameters
 from .planting import INITS, merge, plant
-from .train import TrainConfig, check_pair, evaluate, fit
+from .train import TrainConfig, check_pair, evaluate, fit, to_device
 
 ORDERS = ("search", "round-robin")
 SELECT_BY = ("val_loss", "val_kd")
@@ -81,7 +81,7 @@ def _pack(net: PlainCNN) -> dict:
 def _unpack(obj: dict, device: torch.device) -> PlainCNN:
     net = PlainCNN(**obj["arch"])
     net.load_state_dict(obj["state"])
-    return net.to(device)
+    return to_device(net, device)
 
 
 def grow(initial: PlainCNN, teacher: torch.nn.Module, data: Data, cfg: GrowConfig | None = None,
@@ -94,8 +94,8 @@ def grow(initial: PlainCNN, teacher: torch.nn.Module, data: Data, cfg: GrowConfi
     cfg = (cfg or GrowConfig()).check()
     check_pair(initial, teacher)
     dev = data.train.x.device
-    teacher = teacher.to(dev).eval()
-    tcfg = replace(cfg.train, progress=False)
+    to_device(teacher, dev).eval()
+    tcfg = replace(cfg.train, progress=False, eval_each_epoch=False)  # candidates: validated once, below
     # teacher logits once per split, reused by every candidate and round (unless augmentation needs it live)
     targets = None if tcfg.augment or tcfg.loss != "kd" else teacher_logits(teacher, data.train.x, tcfg.eval_batch_size)
     val_targets = teacher_logits(teacher, data.val.x, tcfg.eval_batch_size)  # (N_val, K) for the val_kd column
@@ -105,7 +105,7 @@ def grow(initial: PlainCNN, teacher: torch.nn.Module, data: Data, cfg: GrowConfi
     key = cfg.select_by  # the history column the search minimises
     state_path = Path(out_dir) / "grow_state.pt" if out_dir else None
     settings = asdict(replace(cfg, train=tcfg))
-    current = merge(initial).to(dev)
+    current = to_device(merge(initial), dev)
     if state_path and state_path.exists():
         state = safe_load(state_path, "planting state")
         if state.get("settings") != settings or state.get("initial") != current.arch():

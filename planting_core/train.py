@@ -16,9 +16,15 @@ from .checkpoint import atomic_save, safe_load
 from .data import Data, Split, augment, batches
 from .distill import ce_loss, kd_loss, teacher_logits
 from .errors import NonFiniteLossError, PlantingError
-from .planting import trainable_parameters
+from .planting import frozen_inputs, is_planted, planted_forward, trainable_parameters
 
 LOSSES = ("ce", "kd")
+NOT_EVALUATED = {"loss": float("nan"), "acc": float("nan")}  # an epoch that was not validated
+
+
+def to_device(model: nn.Module, device: torch.device | str) -> nn.Module:
+    """Move a network to `device` in place, channels-last (NHWC: faster convs and pools on CPU and GPU)."""
+    return model.to(device, memory_format=torch.channels_last)
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -53,10 +59,11 @@ class TrainConfig:
     flip: bool = True  # with augment: random horizontal flips
     crop_pad: int = 2  # with augment: zero padding of the random crop, in pixels
     seed: int = 0  # batch order and augmentation; same seed, same run
-    eval_batch_size: int = 1024  # images per forward pass when evaluating
-    cache_prefix: bool = True  # planted nets: compute the frozen layers before the planted one only once
-    prefix_cache_bytes: int = 2 ** 30  # ...if the cached features fit in this many bytes
+    eval_batch_size: int = 256  # images per forward pass when evaluating (256 is fastest on CPU here)
+    cache_frozen: bool = True  # planted nets: compute the frozen part once, not every epoch (no augmentation)
+    cache_bytes: int = 2 ** 30  # ...if it fits in this many bytes; else it is recomputed per batch
     progress: bool = True  # tqdm progress bar
+    eval_each_epoch: bool = True  # validate after every epoch (else only after the last one)
 
     def check(self) -> "TrainConfig":
         """Raise a PlantingError naming the first bad field."""
@@ -84,12 +91,12 @@ def _autocast(device: torch.device):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int = 1024, targets: torch.Tensor | None = None,
+def evaluate(model: nn.Module, split: Split, batch_size: int = 256, targets: torch.Tensor | None = None,
              T: float = 4.0) -> dict[str, float]:
     """Cross-entropy loss and accuracy of `model` on a split; with teacher logits `targets` (N, K) also "kd"."""
     was_training = model.training
-    model.eval()
     dev = split.x.device
+    to_device(model, dev).eval()
     loss_sum, kd_sum = torch.zeros((), device=dev), torch.zeros((), device=dev)
     correct = torch.zeros((), device=dev, dtype=torch.long)
     with _autocast(dev):
@@ -117,10 +124,13 @@ def check_pair(student: nn.Module, teacher: nn.Module) -> None:
                                 f"distillation needs the same classes and input shape")
 
 
-@torch.no_grad()
-def _prefix(model: nn.Module, x: torch.Tensor, start: int, batch_size: int) -> torch.Tensor:
-    """The frozen convs 0..start-1 applied to all of x: (N, C, H, W) -> (N, C', H', W')."""
-    return torch.cat([model.features(x[i:i + batch_size], 0, start) for i in range(0, len(x), batch_size)])
+def _frozen_cache(model: nn.Module, x: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """frozen_inputs() for the whole training split, or None if it would not fit in cfg.cache_bytes."""
+    h, z = frozen_inputs(model, x[:1])
+    if (h.numel() + z.numel()) * h.element_size() * len(x) > cfg.cache_bytes:
+        return None
+    parts = [frozen_inputs(model, x[i:i + cfg.eval_batch_size]) for i in range(0, len(x), cfg.eval_batch_size)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | None = None,
@@ -133,13 +143,13 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
     """
     cfg.check()
     dev = data.train.x.device
-    model.to(dev, memory_format=torch.channels_last).train()  # NHWC: faster convs on CPU (oneDNN) and GPU
+    to_device(model, dev).train()
     if cfg.loss == "kd":
         if teacher is None and targets is None:
             raise PlantingError("loss 'kd' needs a teacher (or its cached logits as targets)")
         if teacher is not None:
             check_pair(model, teacher)
-            teacher.to(dev).eval()
+            to_device(teacher, dev).eval()
         if targets is None and not cfg.augment:
             targets = teacher_logits(teacher, data.train.x, cfg.eval_batch_size)  # (N, K), once per run
     params = trainable_parameters(model)
@@ -160,20 +170,18 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         history, first = state["history"], state["epoch"] + 1
-    # frozen layers before a planted conv: run them once (no augmentation) or per batch without autograd
-    start = getattr(model, "planted_layer", 0) if cfg.cache_prefix else 0
-    train_x = data.train.x
-    if start and not cfg.augment:
-        probe = model.features(train_x[:1], 0, start)
-        if probe.numel() * 4 * len(train_x) <= cfg.prefix_cache_bytes:
-            train_x, start = _prefix(model, train_x, start, cfg.eval_batch_size), -start  # negative: cached
+    # a planted net's frozen part (layers before the planted one, the old channels of it and of the next
+    # layer) is computed without autograd: once for all epochs if no augmentation and it fits, else per batch
+    planted = is_planted(model) and hasattr(model, "planted_layer")
+    cache = _frozen_cache(model, data.train.x, cfg) if planted and cfg.cache_frozen and not cfg.augment else None
+    n_train = len(data.train)
     bar = tqdm(total=steps * (cfg.epochs - first), desc=desc, disable=not cfg.progress, leave=False)
     for epoch in range(first, cfg.epochs):
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         total = torch.zeros((), device=dev)
-        for idx in batches(len(train_x), cfg.batch_size, shuffle=True, generator=gen, device=dev):
-            xb, yb = train_x[idx], data.train.y[idx]
+        for idx in batches(n_train, cfg.batch_size, shuffle=True, generator=gen, device=dev):
+            xb, yb = data.train.x[idx], data.train.y[idx]
             if cfg.augment:
                 xb = augment(xb, gen, cfg.flip, cfg.crop_pad)
             with _autocast(dev):
@@ -183,10 +191,12 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
                     else:
                         with torch.no_grad():
                             tb = teacher(xb)  # live teacher on the same augmented view
-                if start > 0:
-                    with torch.no_grad():
-                        xb = model.features(xb, 0, start)
-                logits = model.head(model.features(xb, abs(start)))  # (B, K)
+                if cache is not None:
+                    logits = planted_forward(model, cache[0][idx], cache[1][idx])  # (B, K)
+                elif planted:
+                    logits = planted_forward(model, *frozen_inputs(model, xb))
+                else:
+                    logits = model(xb)
                 loss = kd_loss(logits, tb, cfg.T, yb, cfg.alpha) if cfg.loss == "kd" else ce_loss(logits, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -194,12 +204,13 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
             sched.step()
             total += loss.detach() * len(idx)  # stays on the device: no host sync per step
             bar.update(1)
-        train_loss = total.item() / len(train_x)  # one sync per epoch
+        train_loss = total.item() / n_train  # one sync per epoch
         if not math.isfinite(train_loss):
             bar.close()
             raise NonFiniteLossError(f"{desc}: the training loss became {train_loss} in epoch {epoch + 1}; "
                                      f"lower the learning rate (now {cfg.lr})")
-        val = evaluate(model, data.val, cfg.eval_batch_size)
+        last = epoch + 1 == cfg.epochs
+        val = evaluate(model, data.val, cfg.eval_batch_size) if cfg.eval_each_epoch or last else NOT_EVALUATED
         history.append(dict(epoch=epoch + 1, train_loss=train_loss, val_loss=val["loss"], val_acc=val["acc"],
                             seconds=time.perf_counter() - t0))
         bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val['acc']:.3f}")

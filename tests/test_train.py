@@ -15,13 +15,13 @@ def test_training_learns_and_is_repeatable(data):
     assert runs[0][-1]["val_acc"] > 0.5  # 4 classes: chance is 0.25
 
 
-def test_planted_training_with_cached_prefix_equals_uncached(data, teacher):
+def test_planted_training_with_cached_frozen_part_equals_uncached(data, teacher):
     torch.manual_seed(0)
     base = pc.PlainCNN([8] * 5, **data.model_kwargs())
     results = []
     for cache in (True, False):
         planted = pc.plant(base, 2, 4, generator=torch.Generator().manual_seed(0))
-        cfg = pc.TrainConfig(epochs=2, lr=0.01, batch_size=32, loss="kd", progress=False, cache_prefix=cache)
+        cfg = pc.TrainConfig(epochs=2, lr=0.01, batch_size=32, loss="kd", progress=False, cache_frozen=cache)
         pc.fit(planted, data, cfg, teacher=teacher)
         results.append(planted.convs[2].new_weight.detach())
     assert torch.allclose(results[0], results[1], atol=1e-5)
