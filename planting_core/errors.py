@@ -1,4 +1,6 @@
 """Error types: every user-facing failure is a PlantingError with a readable message."""
+import sys
+from typing import Callable
 
 
 class PlantingError(ValueError):
@@ -15,3 +17,13 @@ class CheckpointError(PlantingError):
 
 class NonFiniteLossError(PlantingError, FloatingPointError):
     """Training produced a NaN or infinite loss."""
+
+
+def cli(job: Callable[[], object]) -> int:
+    """Run a command-line job: a PlantingError ends it with one line on stderr and exit code 2, no traceback."""
+    try:
+        job()
+    except PlantingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

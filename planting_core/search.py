@@ -108,7 +108,8 @@ def grow(initial: PlainCNN, teacher: torch.nn.Module, data: Data, cfg: GrowConfi
     current = to_device(merge(initial), dev)
     if state_path and state_path.exists():
         state = safe_load(state_path, "planting state")
-        if state.get("settings") != settings or state.get("initial") != current.arch():
+        if state.get("settings") != settings or state.get("initial") != current.arch() \
+                or state.get("teacher") != getattr(teacher, "widths", None):
             raise PlantingError(f"{state_path}: this planting run was started with other settings or another "
                                 f"initial network; use another out_dir, or delete the file to start over")
         current, rows, rnd, done = _unpack(state["current"], dev), state["rows"], state["round"], state["done"]
@@ -126,7 +127,8 @@ def grow(initial: PlainCNN, teacher: torch.nn.Module, data: Data, cfg: GrowConfi
 
     def save_state() -> None:
         if state_path:
-            atomic_save({"settings": settings, "initial": merge(initial).arch(), "current": _pack(current),
+            atomic_save({"settings": settings, "initial": merge(initial).arch(),
+                         "teacher": getattr(teacher, "widths", None), "current": _pack(current),
                          "rows": rows, "round": rnd, "done": done, "stop_reason": stop_reason}, state_path)
 
     while True:

@@ -4,13 +4,17 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import TqdmWarning
 from tqdm.auto import tqdm
+
+warnings.filterwarnings("ignore", category=TqdmWarning)  # no ipywidgets: tqdm.auto falls back to text bars
 
 from .checkpoint import atomic_save, safe_load
 from .data import Data, Split, augment, batches
@@ -49,7 +53,8 @@ class TrainConfig:
     """How one network is trained (every choice the paper leaves open, in one place)."""
     epochs: int = 10  # passes over the training split
     batch_size: int = 128  # images per SGD step
-    lr: float = 0.05  # peak learning rate, cosine-annealed to 0 over all steps
+    lr: float = 0.05  # peak learning rate, reached after the warm-up, then cosine-annealed to 0
+    warmup: float = 1.0  # epochs of linear learning-rate warm-up (keeps plain, BN-free nets from dying early)
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 5e-4  # L2 on the trainable weights only (frozen buffers never see it)
     loss: str = "ce"  # "ce": labels; "kd": distil from the teacher
@@ -74,7 +79,7 @@ class TrainConfig:
                                     f"integer, got {v!r}")
         if self.loss not in LOSSES:
             raise PlantingError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        for name in ("lr", "T", "momentum", "weight_decay", "alpha"):
+        for name in ("lr", "T", "momentum", "weight_decay", "alpha", "warmup"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
                 raise PlantingError(f"{name} must be a non-negative number, got {v!r}")
@@ -157,8 +162,13 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
         raise PlantingError("this network has no trainable parameters")
     steps = math.ceil(len(data.train) / cfg.batch_size)
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps * cfg.epochs) / max(steps * cfg.epochs, 1))))
+    n_steps, warm = steps * cfg.epochs, min(cfg.warmup * steps, steps * cfg.epochs)
+
+    def lr_factor(s: int) -> float:  # linear warm-up, then cosine to 0; stepped once per batch
+        if s < warm:
+            return (s + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(s - warm, n_steps - warm) / max(n_steps - warm, 1)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     history: list[dict] = []
     first = 0
     if checkpoint is not None and Path(checkpoint).exists():

@@ -99,3 +99,14 @@ def test_pick_device():
     if not torch.cuda.is_available():
         with pytest.raises(pc.PlantingError, match="no CUDA GPU"):
             pc.pick_device("cuda")
+
+
+def test_load_or_train_trains_once_then_refuses_other_settings(data, tmp_path):
+    cfg = pc.TrainConfig(epochs=1, lr=0.02, batch_size=32, progress=False)
+    first = pc.load_or_train(tmp_path / "n.pt", [4] * 5, data, cfg, seed=1)
+    again = pc.load_or_train(tmp_path / "n.pt", [4] * 5, data, cfg, seed=1)  # loaded, not retrained
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    assert first.meta["history"][0]["epoch"] == 1 and not (tmp_path / "n.state.pt").exists()
+    with pytest.raises(pc.PlantingError, match=r"n.pt was trained with other settings \(lr: 0.02 there, 0.5 now\)"):
+        pc.load_or_train(tmp_path / "n.pt", [4] * 5, data, pc.TrainConfig(epochs=1, lr=0.5, batch_size=32,
+                                                                          progress=False), seed=1)

@@ -1,0 +1,173 @@
+"""Batch reruns: execute the notebooks with papermill for one dataset into a run folder.
+
+    python -m planting_core.batch --dataset fashion-mnist --profile quick
+    python -m planting_core.batch --dataset imagefolder --set data_root=/data/flowers --set subset=None
+    python -m planting_core.batch --list
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+from .data import DATASETS, check_dataset_name
+from .errors import PlantingError, cli
+from .params import check_params
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+# parameter overrides per profile; anything not named keeps the notebook's own default
+PROFILES: dict[str, dict] = {
+    "smoke": dict(subset=256, val_size=64, teacher_width=8, teacher_epochs=1, widths=[4, 4, 4, 4, 4],
+                  student_widths=[4, 8], epochs=1, plant_epochs=1, max_rounds=1, ablation_rounds=1,
+                  progress=False, quick=True),
+    "quick": dict(subset=2000, teacher_epochs=5, epochs=5, student_widths=[8, 16, 32], plant_epochs=2, max_rounds=3,
+                  ablation_rounds=2, progress=False, quick=True),
+    "full": dict(progress=False),
+}
+
+
+def notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The source notebooks, in reading order."""
+    found = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise PlantingError(f"no notebooks (NN_name.ipynb) found in {folder}")
+    return found
+
+
+def notebook_parameters(path: Path) -> dict:
+    """Name -> default value of the notebook's `parameters` cell."""
+    import papermill as pm
+    return {name: ast.literal_eval(p["default"]) if p["default"] != "None" else None
+            for name, p in pm.inspect_notebook(str(path)).items()}
+
+
+def source_hash(path: Path, params: dict) -> str:
+    """Hash of a notebook's cell sources and the parameters it is run with: outputs are stale if it changes.
+
+    The run folder and progress-bar switch are left out, so a clone elsewhere finds committed outputs fresh.
+    """
+    nb = json.loads(path.read_text())
+    kept = {k: v for k, v in params.items() if k not in ("out_dir", "progress")}
+    text = json.dumps([c["source"] for c in nb["cells"]]) + json.dumps(kept, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def parse_set(items: list[str]) -> dict:
+    """--set key=value pairs; values are Python literals (5000, None, [8, 16], 'cpu') or plain strings."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise PlantingError(f"--set needs key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            out[key.strip()] = raw
+    return out
+
+
+@contextlib.contextmanager
+def _stderr_to(stream) -> Iterator[None]:
+    """Point this process's file descriptor 2 (inherited by the kernel) at `stream` for a while."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(stream.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def run_notebook(src: Path, dest: Path, params: dict, cwd: Path) -> float:
+    """Execute one notebook with papermill (outputs saved even if it fails); returns seconds taken."""
+    import papermill as pm
+    t0 = time.perf_counter()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.with_suffix(".log"), "w") as log, _stderr_to(log):  # the kernel's own chatter goes to the log
+        pm.execute_notebook(str(src), str(dest), parameters=params, kernel_name="python3", progress_bar=False,
+                            cwd=str(cwd), log_output=False)
+    nb = json.loads(dest.read_text())
+    nb["metadata"]["planting_book"] = {"source_hash": source_hash(src, params), "parameters": params}
+    dest.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    return time.perf_counter() - t0
+
+
+def run_batch(dataset: str, profile: str = "quick", sets: dict | None = None, out: Path | None = None,
+              only: list[str] | None = None, folder: Path = NOTEBOOK_DIR, force: bool = False) -> Path:
+    """Run every notebook (or those whose names contain one of `only`) for `dataset` into a run folder."""
+    name = check_dataset_name(dataset)
+    if profile not in PROFILES:
+        raise PlantingError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
+    out = (out or Path("runs") / f"{name}-{profile}").resolve()
+    todo = [nb for nb in notebooks(folder) if not only or any(o in nb.stem for o in only)]
+    known = set().union(*(notebook_parameters(nb) for nb in todo))
+    sets = sets or {}
+    unknown = sorted(set(sets) - known)
+    if unknown:
+        raise PlantingError(f"unknown parameter(s) {unknown}; the notebooks take: {', '.join(sorted(known))}")
+    print(f"run folder: {out}", flush=True)
+    for i, nb in enumerate(todo, 1):
+        accepted = notebook_parameters(nb)
+        params = {k: v for k, v in {**PROFILES[profile], "dataset": name, **sets}.items() if k in accepted}
+        dest = out / "notebooks" / nb.name
+        if "out_dir" in accepted:  # the kernel runs beside the executed copy: ".." is the run folder
+            params["out_dir"] = os.path.relpath(out, dest.parent)
+        check_params(params)
+        fresh = dest.exists() and json.loads(dest.read_text())["metadata"].get("planting_book", {}).get(
+            "source_hash") == source_hash(nb, params)
+        if fresh and not force:
+            print(f"[{i}/{len(todo)}] {nb.stem}: up to date, kept", flush=True)
+            continue
+        print(f"[{i}/{len(todo)}] {nb.stem} ...", end=" ", flush=True)
+        try:
+            seconds = run_notebook(nb, dest, params, dest.parent)
+        except Exception as err:  # papermill's error names the failing cell; the partial notebook is kept
+            print("FAILED", flush=True)
+            raise PlantingError(f"{nb.name} failed: {getattr(err, 'ename', type(err).__name__)}: "
+                                f"{getattr(err, 'evalue', str(err)).strip()[:500]} (the executed notebook, up to "
+                                f"the failing cell, is {dest})") from None
+        print(f"ok ({seconds:.0f} s)", flush=True)
+    return out
+
+
+def list_everything(folder: Path = NOTEBOOK_DIR) -> None:
+    """Print the datasets, the profiles and each notebook's parameters with their defaults."""
+    print("datasets:", ", ".join(DATASETS))
+    print("profiles:", "; ".join(f"{k}: {v}" for k, v in PROFILES.items()))
+    for nb in notebooks(folder):
+        print(f"\n{nb.name}")
+        for key, value in notebook_parameters(nb).items():
+            print(f"  {key} = {value!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m planting_core.batch", description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", help=f"one of: {', '.join(DATASETS)}")
+    ap.add_argument("--profile", default="quick", help=f"one of: {', '.join(PROFILES)} (default quick)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a notebook parameter")
+    ap.add_argument("--out", type=Path, help="run folder (default runs/<dataset>-<profile>)")
+    ap.add_argument("--only", action="append", help="run only notebooks whose name contains this")
+    ap.add_argument("--force", action="store_true", help="rerun notebooks that are up to date")
+    ap.add_argument("--list", action="store_true", help="list datasets, profiles and notebook parameters")
+    a = ap.parse_args(argv)
+
+    def job() -> None:
+        if a.list:
+            return list_everything()
+        if not a.dataset:
+            raise PlantingError(f"give --dataset NAME (one of: {', '.join(DATASETS)}) or --list")
+        out = run_batch(a.dataset, a.profile, parse_set(a.set), a.out, a.only, force=a.force)
+        print(f"done: executed notebooks, CSV tables, figures and checkpoints are in {out}")
+    return cli(job)
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Build the book: execute the notebooks whose outputs are missing or stale, then run Jupyter Book.
+
+    python -m planting_core.book [--strict] [--force]
+
+The executed notebooks live in results/<run>/notebooks/ and are committed; a notebook is re-executed
+only if its source notebook or its parameters changed since (see batch.source_hash).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .batch import run_batch
+from .errors import PlantingError, cli
+
+ROOT = Path(__file__).resolve().parents[1]
+# the book's runs: run folder under results/ -> (dataset, profile, parameter overrides)
+BOOK_RUNS: dict[str, tuple[str, str, dict]] = {
+    "fashion-mnist-5k": ("fashion-mnist", "full", {}),
+}
+
+
+def execute_book_runs(force: bool = False) -> None:
+    """Bring every book run's executed notebooks up to date (load-or-train: only what is missing runs)."""
+    for run, (dataset, profile, sets) in BOOK_RUNS.items():
+        run_batch(dataset, profile, sets, ROOT / "results" / run, force=force)
+
+
+def build(strict: bool = False, out: Path | None = None) -> Path:
+    """jupyter-book build of the repository root; returns the folder holding index.html."""
+    exe = shutil.which("jupyter-book")
+    if exe is None:
+        raise PlantingError("jupyter-book is not installed: run `bash scripts/setup.sh` or "
+                            "`pip install 'jupyter-book>=1.0.4.post1,<2'`")
+    cmd = [exe, "build", str(ROOT)]
+    if out:
+        cmd += ["--path-output", str(out)]
+    if strict:
+        cmd += ["-W", "--keep-going"]
+    if subprocess.run(cmd).returncode:
+        raise PlantingError("jupyter-book build failed (see the messages above)")
+    return (out or ROOT) / "_build" / "html"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m planting_core.book", description=__doc__.splitlines()[0])
+    ap.add_argument("--strict", action="store_true", help="treat every Sphinx warning as an error (as CI does)")
+    ap.add_argument("--force", action="store_true", help="re-execute every notebook")
+    ap.add_argument("--no-execute", action="store_true", help="build from the committed outputs only")
+    a = ap.parse_args(argv)
+
+    def job() -> None:
+        if not a.no_execute:
+            execute_book_runs(a.force)
+        print(f"the book is in {build(a.strict) / 'index.html'}")
+    return cli(job)
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Load-or-train building blocks for the notebooks, the batch runner and the main job.
+
+Every result lands in a run folder; rerunning reuses what is there (and resumes what was interrupted).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import Data
+from .errors import PlantingError
+from .models import PlainCNN, count_parameters
+from .search import GrowConfig, GrowResult, grow
+from .train import TrainConfig, evaluate, fit
+
+SUMMARY_COLUMNS = ["model", "widths", "params", "loss_fn", "seed", "test_acc", "test_loss"]
+
+
+def load_or_train(path: str | Path, widths: list[int], data: Data, cfg: TrainConfig, teacher: PlainCNN | None = None,
+                  seed: int = 0, desc: str = "train", **meta) -> PlainCNN:
+    """Load the network saved at `path`, or train it (resumably, epoch by epoch) and save it there.
+
+    The checkpoint's metadata holds the test loss and accuracy and the per-epoch history.
+    """
+    path = Path(path)
+    dev = data.train.x.device
+    wanted = {**training_settings(cfg), "widths": list(widths), "data": data.describe(),
+              "teacher": None if teacher is None else list(teacher.widths)}
+    if path.exists():
+        net = load_checkpoint(path, device=dev)
+        saved = net.meta.get("settings", {})
+        changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+        if changed:  # never reuse a network trained otherwise: say so instead
+            diff = ", ".join(f"{k}: {saved.get(k)!r} there, {wanted.get(k)!r} now" for k in changed)
+            raise PlantingError(f"{path} was trained with other settings ({diff}); use another run folder, "
+                                f"or delete the file to train it again")
+        return net
+    torch.manual_seed(seed)
+    net = PlainCNN(widths, **data.model_kwargs()).to(dev)
+    state = path.with_name(path.stem + ".state.pt")
+    hist = fit(net, data, cfg, teacher=teacher, checkpoint=state, desc=desc)
+    test = evaluate(net, data.test, cfg.eval_batch_size)
+    save_checkpoint(net, path, widths=list(widths), loss_fn=cfg.loss, seed=seed, epochs=cfg.epochs,
+                    test_loss=test["loss"], test_acc=test["acc"], history=hist, settings=wanted, **meta)
+    state.unlink(missing_ok=True)
+    return load_checkpoint(path, device=dev)
+
+
+def training_settings(cfg: TrainConfig) -> dict:
+    """The TrainConfig fields that change what is learnt (not progress bars, batch sizes of evaluation, caching)."""
+    skip = {"progress", "eval_batch_size", "eval_each_epoch", "cache_frozen", "cache_bytes"}
+    return {k: v for k, v in asdict(cfg).items() if k not in skip}
+
+
+def result_row(model: str, net: PlainCNN, loss_fn: str, seed: int, test: dict | None = None) -> dict:
+    """One row of a results table in the summary.csv form (test metrics from the checkpoint's metadata)."""
+    meta = getattr(net, "meta", {})
+    test = test or {"acc": meta["test_acc"], "loss": meta["test_loss"]}
+    return dict(model=model, widths=str(list(net.widths)), params=count_parameters(net), loss_fn=loss_fn, seed=seed,
+                test_acc=test["acc"], test_loss=test["loss"])
+
+
+def train_students(data: Data, student_widths: list[int], losses: list[str], seeds: list[int], cfg: TrainConfig,
+                   teacher: PlainCNN | None, out_dir: str | Path) -> pd.DataFrame:
+    """Fixed-width students [w]*5 for every width, loss ("ce" or "kd") and seed; load-or-train each."""
+    out = Path(out_dir) / "students"
+    rows = []
+    for w in student_widths:
+        for loss in losses:
+            for seed in seeds:
+                net = load_or_train(out / f"w{w}-{loss}-seed{seed}.pt", [w] * 5, data,
+                                    cfg.__class__(**{**cfg.__dict__, "loss": loss, "seed": seed}),
+                                    teacher if loss == "kd" else None, seed=seed, desc=f"[{w}] {loss} seed {seed}")
+                rows.append(result_row("student", net, loss, seed))
+    table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    table.to_csv(Path(out_dir) / "students.csv", index=False)
+    return table
+
+
+def plant_and_save(initial: PlainCNN, teacher: PlainCNN, data: Data, cfg: GrowConfig, out_dir: str | Path,
+                   progress: bool = True) -> GrowResult:
+    """Grow `initial` in out_dir (resumable; history.csv), and save the result as out_dir/planted.pt."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = grow(initial, teacher, data, cfg, out_dir=out_dir, progress=progress)
+    test = evaluate(result.model, data.test, cfg.train.eval_batch_size)
+    save_checkpoint(result.model, out_dir / "planted.pt", test_loss=test["loss"], test_acc=test["acc"],
+                    stop_reason=result.stop_reason)
+    return result
+
+
+def glue(name: str, value, display: bool = False) -> None:
+    """myst-nb's glue where it is installed (the book build); a no-op elsewhere (e.g. Colab)."""
+    try:
+        from myst_nb import glue as _glue
+    except ImportError:
+        return
+    _glue(name, value, display=display)

@@ -1,0 +1,86 @@
+"""The notebooks: structure, a smoke run of all of them through the batch runner, then nbval on the copies."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import planting_core as pc
+from planting_core.batch import notebook_parameters, notebooks, run_batch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("smoke")
+    run_batch("fashion-mnist", "smoke", out=out)
+    return out
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.name)
+def test_notebook_structure(path):
+    nb = json.loads(path.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    assert "colab.research.google.com" in "".join(nb["cells"][0]["source"])
+    assert not any(c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), "sources are kept clean"
+    params = notebook_parameters(path)
+    if path.stem != "05_performance":
+        for name in ("dataset", "data_root", "subset", "seed", "widths", "epochs", "batch_size", "lr", "device",
+                     "out_dir"):
+            assert name in params, name
+
+
+def test_smoke_run_writes_every_result(smoke):
+    for name in ("teacher.pt", "students.csv", "summary.csv", "ablations.csv", "planting/seed0/history.csv",
+                 "planting/seed0/planted.pt", "figures/planting_search.png", "figures/planting_accuracy_vs_params.png",
+                 "figures/planting_widths.png", "figures/ablations.png"):
+        assert (smoke / name).exists(), name
+    summary = pd.read_csv(smoke / "summary.csv")
+    assert list(summary.columns) == pc.SUMMARY_COLUMNS
+    assert set(summary["model"]) == {"teacher", "student", "initial", "planted"}
+    for nb in (smoke / "notebooks").glob("*.ipynb"):
+        cells = json.loads(nb.read_text())["cells"]
+        assert not any(o.get("output_type") == "error" for c in cells for o in c.get("outputs", [])), nb.name
+
+
+def test_nbval_reruns_the_smoke_copies(smoke):
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q",
+                           "--sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"), str(smoke / "notebooks")],
+                          capture_output=True, text=True, cwd=smoke)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout
+
+
+def test_batch_unknown_dataset_is_one_clear_line():
+    proc = subprocess.run([sys.executable, "-m", "planting_core.batch", "--dataset", "imagenet"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert "unknown dataset 'imagenet'; known datasets: cifar10, cifar100, stl10, fashion-mnist" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_batch_list_shows_datasets_and_parameters():
+    proc = subprocess.run([sys.executable, "-m", "planting_core.batch", "--list"], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 0
+    assert "imagefolder" in proc.stdout and "03_planting.ipynb" in proc.stdout and "plant_epochs = 3" in proc.stdout
+
+
+def test_batch_rejects_unknown_and_mistyped_parameters(tmp_path):
+    with pytest.raises(pc.PlantingError, match="unknown parameter"):
+        run_batch("fashion-mnist", "smoke", {"epochz": 3}, out=tmp_path)
+    with pytest.raises(pc.PlantingError, match="parameter 'epochs' must be a positive integer, got '3'"):
+        run_batch("fashion-mnist", "smoke", {"epochs": "3"}, out=tmp_path)
+
+
+def test_notebook_itself_names_a_mistyped_parameter(tmp_path):
+    import papermill as pm
+    with pytest.raises(pm.PapermillExecutionError, match="parameter 'subset' must be"):
+        pm.execute_notebook(str(ROOT / "notebooks" / "01_teacher.ipynb"), str(tmp_path / "out.ipynb"),
+                            parameters={"subset": "5000", "out_dir": str(tmp_path)}, kernel_name="python3",
+                            progress_bar=False, cwd=str(tmp_path))
