@@ -99,4 +99,6 @@ def glue(name: str, value, display: bool = False) -> None:
         from myst_nb import glue as _glue
     except ImportError:
         return
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy/torch scalar -> float or int,
+        value = value.item()  # so that {glue:text}`name:.2%` can format it
     _glue(name, value, display=display)
