@@ -72,3 +72,18 @@ def test_grow_writes_history_and_resumes(data, teacher, initial, tmp_path):
 def test_bad_grow_config(data, teacher, initial, kw, match):
     with pytest.raises(pc.PlantingError, match=match):
         pc.grow(initial, teacher, data, small_cfg(**kw), progress=False)
+
+
+def test_a_diverging_candidate_is_reported_and_the_others_go_on(data, teacher, initial, monkeypatch):
+    real_fit = pc.search.fit
+
+    def fit(model, *a, **k):
+        if getattr(model, "planted_layer", None) == 2:
+            raise pc.NonFiniteLossError("loss became nan")
+        return real_fit(model, *a, **k)
+    monkeypatch.setattr(pc.search, "fit", fit)
+    result = pc.grow(initial, teacher, data, small_cfg(max_rounds=1, min_delta=-1e9), progress=False)
+    cands = result.history[result.history["round"] == 1].set_index("layer")
+    assert cands.loc[2, "status"] == "diverged" and pd.isna(cands.loc[2, "val_loss"])
+    assert (cands.drop(index=2)["status"] == "ok").all() and cands["chosen"].sum() == 1
+    assert not cands.loc[2, "chosen"]

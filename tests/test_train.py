@@ -110,3 +110,23 @@ def test_load_or_train_trains_once_then_refuses_other_settings(data, tmp_path):
     with pytest.raises(pc.PlantingError, match=r"n.pt was trained with other settings \(lr: 0.02 there, 0.5 now\)"):
         pc.load_or_train(tmp_path / "n.pt", [4] * 5, data, pc.TrainConfig(epochs=1, lr=0.5, batch_size=32,
                                                                           progress=False), seed=1)
+
+
+def test_augmented_kd_runs_the_teacher_live_and_plants(data, teacher, monkeypatch):
+    calls = {"n": 0}
+    real = pc.train.teacher_logits
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return real(*a, **k)
+    monkeypatch.setattr(pc.train, "teacher_logits", counting)
+    torch.manual_seed(0)
+    net = pc.PlainCNN([8] * 5, **data.model_kwargs())
+    cfg = pc.TrainConfig(epochs=2, lr=0.01, batch_size=32, loss="kd", augment=True, crop_pad=2, progress=False)
+    hist = pc.fit(net, data, cfg, teacher=teacher)
+    assert calls["n"] == 0  # no cache: every augmented batch goes through the live teacher
+    assert hist[-1]["val_acc"] > 0.3
+    planted = pc.plant(net, 1, 2)
+    before = planted.convs[1].new_weight.detach().clone()
+    pc.fit(planted, data, cfg, teacher=teacher)  # frozen part recomputed per batch (augmented views)
+    assert not torch.equal(before, planted.convs[1].new_weight)
