@@ -65,13 +65,16 @@ def result_row(model: str, net: PlainCNN, loss_fn: str, seed: int, test: dict | 
 
 
 def train_students(data: Data, student_widths: list[int], losses: list[str], seeds: list[int], cfg: TrainConfig,
-                   teacher: PlainCNN | None, out_dir: str | Path) -> pd.DataFrame:
-    """Fixed-width students [w]*5 for every width, loss ("ce" or "kd") and seed; load-or-train each."""
+                   teacher: PlainCNN | None, out_dir: str | Path, single_seed_from: int | None = None) -> pd.DataFrame:
+    """Fixed-width students [w]*5 for every width, loss ("ce" or "kd") and seed; load-or-train each.
+
+    Widths of `single_seed_from` and more are trained with the first seed only (to save time on big data).
+    """
     out = Path(out_dir) / "students"
     rows = []
     for w in student_widths:
         for loss in losses:
-            for seed in seeds:
+            for seed in seeds[:1] if single_seed_from is not None and w >= single_seed_from else seeds:
                 net = load_or_train(out / f"w{w}-{loss}-seed{seed}.pt", [w] * 5, data,
                                     cfg.__class__(**{**cfg.__dict__, "loss": loss, "seed": seed}),
                                     teacher if loss == "kd" else None, seed=seed, desc=f"[{w}] {loss} seed {seed}")
@@ -102,3 +105,21 @@ def glue(name: str, value, display: bool = False) -> None:
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy/torch scalar -> float or int,
         value = value.item()  # so that {glue:text}`name:.2%` can format it
     _glue(name, value, display=display)
+
+
+def poster_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The poster's results table from summary.csv rows: one line per network and loss, mean ± std over seeds."""
+    order = {"teacher": 0, "initial": 1, "student": 2, "planted": 3}
+    g = summary.groupby(["model", "widths", "loss_fn"], sort=False)
+    table = g.agg(params=("params", "mean"), test_loss=("test_loss", "mean"), test_loss_std=("test_loss", "std"),
+                  test_acc=("test_acc", "mean"), test_acc_std=("test_acc", "std"), seeds=("seed", "count"))
+    table = table.reset_index()
+    table["params"] = table["params"].round().astype(int)
+
+    def pm(mean: float, std: float, scale: float, digits: int) -> str:
+        return f"{mean * scale:.{digits}f}" + ("" if pd.isna(std) else f" ± {std * scale:.{digits}f}")
+    table["test loss"] = [pm(m, s, 1, 4) for m, s in zip(table["test_loss"], table["test_loss_std"])]
+    table["test acc (%)"] = [pm(m, s, 100, 2) for m, s in zip(table["test_acc"], table["test_acc_std"])]
+    table["loss"] = table["loss_fn"].map({"ce": "CE", "kd": "KD"})
+    table = table.sort_values(["model", "params", "loss"], key=lambda c: c.map(order) if c.name == "model" else c)
+    return table[["model", "widths", "params", "test loss", "test acc (%)", "loss", "seeds"]].reset_index(drop=True)

@@ -26,13 +26,14 @@ NOTEBOOK_PARAMS: dict[str, tuple[tuple, str]] = {
     "T": ((int, float), "a positive number"),
     "channels": ((int,), "a positive integer"),
     "max_rounds": ((int, type(None)), "a positive integer or None"),
+    "single_seed_from": ((int, type(None)), "a positive width, or None"),
     "device": ((str,), "'auto', 'cpu', 'cuda' or 'mps'"),
     "out_dir": ((str,), "a folder path"),
     "progress": ((bool,), "True or False"),
     "augment": ((bool,), "True or False"),
 }
 POSITIVE = {"subset", "teacher_width", "epochs", "teacher_epochs", "plant_epochs", "batch_size", "lr", "plant_lr", "T",
-            "channels", "max_rounds"}
+            "channels", "max_rounds", "single_seed_from"}
 
 
 def check_params(values: dict[str, Any]) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def test_batch_list_shows_datasets_and_parameters():
     proc = subprocess.run([sys.executable, "-m", "planting_core.batch", "--list"], capture_output=True, text=True,
                           cwd=ROOT)
     assert proc.returncode == 0
-    assert "imagefolder" in proc.stdout and "03_planting.ipynb" in proc.stdout and "plant_epochs = 3" in proc.stdout
+    assert "imagefolder" in proc.stdout and "03_planting.ipynb" in proc.stdout and "plant_epochs = 10" in proc.stdout
 
 
 def test_batch_rejects_unknown_and_mistyped_parameters(tmp_path):

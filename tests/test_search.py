@@ -87,3 +87,14 @@ def test_a_diverging_candidate_is_reported_and_the_others_go_on(data, teacher, i
     assert cands.loc[2, "status"] == "diverged" and pd.isna(cands.loc[2, "val_loss"])
     assert (cands.drop(index=2)["status"] == "ok").all() and cands["chosen"].sum() == 1
     assert not cands.loc[2, "chosen"]
+
+
+def test_poster_table_means_and_stds():
+    rows = pd.DataFrame([dict(model="student", widths="[8]", params=10, loss_fn="ce", seed=s, test_acc=a, test_loss=0.5)
+                         for s, a in enumerate([0.80, 0.82])] +
+                        [dict(model="teacher", widths="[64]", params=99, loss_fn="ce", seed=0, test_acc=0.9,
+                              test_loss=0.3)])
+    table = pc.poster_table(rows)
+    assert list(table["model"]) == ["teacher", "student"]
+    assert table.loc[1, "test acc (%)"] == "81.00 ± 1.41" and table.loc[1, "seeds"] == 2
+    assert table.loc[0, "test acc (%)"] == "90.00" and table.loc[1, "loss"] == "CE"
