@@ -110,6 +110,11 @@ def glue(name: str, value, display: bool = False) -> None:
 def poster_table(summary: pd.DataFrame) -> pd.DataFrame:
     """The poster's results table from summary.csv rows: one line per network and loss, mean ± std over seeds."""
     order = {"teacher": 0, "initial": 1, "student": 2, "planted": 3}
+    summary = summary.copy()
+    grown = summary["model"] == "planted"
+    if summary.loc[grown, "widths"].nunique() > 1:  # each seed grows its own widths: one line, mean params
+        summary["widths"] = summary["widths"].astype(object)
+        summary.loc[grown, "widths"] = "grown (varies by seed)"
     g = summary.groupby(["model", "widths", "loss_fn"], sort=False)
     table = g.agg(params=("params", "mean"), test_loss=("test_loss", "mean"), test_loss_std=("test_loss", "std"),
                   test_acc=("test_acc", "mean"), test_acc_std=("test_acc", "std"), seeds=("seed", "count"))
