@@ -5,13 +5,13 @@ from .distill import ce_loss, kd_loss, teacher_logits
 from .experiments import (SUMMARY_COLUMNS, glue, load_or_train, plant_and_save, poster_table, result_row,
                           train_students)
 from .errors import CheckpointError, DataNotFoundError, NonFiniteLossError, PlantingError
-from .models import LAYOUTS, PlainCNN, check_widths, count_parameters, param_count
+from .models import LAYOUTS, PlainCNN, check_widths, count_parameters, param_count, to_device
 from .params import NOTEBOOK_PARAMS, check_params
 from .plots import plot_accuracy_vs_params, plot_search, plot_widths
 from .planting import (PlantedLayer, freeze, frozen_inputs, is_planted, merge, plant, planted_forward,
                        trainable_parameters)
 from .search import GrowConfig, GrowResult, grow
-from .train import TrainConfig, check_pair, evaluate, fit, pick_device, to_device
+from .train import TrainConfig, check_pair, evaluate, fit, pick_device
 
 __version__ = "0.1.0"
 __all__ = [

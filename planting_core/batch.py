@@ -59,6 +59,13 @@ def source_hash(path: Path, params: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def executed_with(dest: Path) -> dict:
+    """What run_notebook recorded in an executed copy (source_hash, parameters); {} if there is none."""
+    if not dest.exists():
+        return {}
+    return json.loads(dest.read_text())["metadata"].get("planting_book", {})
+
+
 def parse_set(items: list[str]) -> dict:
     """--set key=value pairs; values are Python literals (5000, None, [8, 16], 'cpu') or plain strings."""
     out = {}
@@ -108,23 +115,20 @@ def run_batch(dataset: str, profile: str = "quick", sets: dict | None = None, ou
     if profile not in PROFILES:
         raise PlantingError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
     out = (out or Path("runs") / f"{name}-{profile}").resolve()
-    todo = [nb for nb in notebooks(folder) if not only or any(o in nb.stem for o in only)]
-    known = set().union(*(notebook_parameters(nb) for nb in todo))
+    todo = {nb: notebook_parameters(nb) for nb in notebooks(folder) if not only or any(o in nb.stem for o in only)}
+    known = set().union(*todo.values())
     sets = sets or {}
     unknown = sorted(set(sets) - known)
     if unknown:
         raise PlantingError(f"unknown parameter(s) {unknown}; the notebooks take: {', '.join(sorted(known))}")
     print(f"run folder: {out}", flush=True)
-    for i, nb in enumerate(todo, 1):
-        accepted = notebook_parameters(nb)
+    for i, (nb, accepted) in enumerate(todo.items(), 1):
         params = {k: v for k, v in {**PROFILES[profile], "dataset": name, **sets}.items() if k in accepted}
         dest = out / "notebooks" / nb.name
         if "out_dir" in accepted:  # the kernel runs beside the executed copy: ".." is the run folder
             params["out_dir"] = os.path.relpath(out, dest.parent)
         check_params(params)
-        fresh = dest.exists() and json.loads(dest.read_text())["metadata"].get("planting_book", {}).get(
-            "source_hash") == source_hash(nb, params)
-        if fresh and not force:
+        if not force and executed_with(dest).get("source_hash") == source_hash(nb, params):
             print(f"[{i}/{len(todo)}] {nb.stem}: up to date, kept", flush=True)
             continue
         print(f"[{i}/{len(todo)}] {nb.stem} ...", end=" ", flush=True)

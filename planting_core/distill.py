@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .models import to_device
+
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = 4.0,
             labels: torch.Tensor | None = None, alpha: float = 0.0) -> torch.Tensor:
@@ -35,7 +37,7 @@ def teacher_logits(teacher: nn.Module, x: torch.Tensor, batch_size: int = 256) -
     augmented view as the student, so training then runs the teacher live on each batch.
     """
     was_training = teacher.training
-    teacher.to(x.device, memory_format=torch.channels_last).eval()  # match the data's NHWC layout
+    to_device(teacher, x.device).eval()  # match the data's NHWC layout
     out = torch.cat([teacher(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)])
     teacher.train(was_training)
     return out

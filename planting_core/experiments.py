@@ -4,7 +4,7 @@ Every result lands in a run folder; rerunning reuses what is there (and resumes 
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
@@ -76,7 +76,7 @@ def train_students(data: Data, student_widths: list[int], losses: list[str], see
         for loss in losses:
             for seed in seeds[:1] if single_seed_from is not None and w >= single_seed_from else seeds:
                 net = load_or_train(out / f"w{w}-{loss}-seed{seed}.pt", [w] * 5, data,
-                                    cfg.__class__(**{**cfg.__dict__, "loss": loss, "seed": seed}),
+                                    replace(cfg, loss=loss, seed=seed),
                                     teacher if loss == "kd" else None, seed=seed, desc=f"[{w}] {loss} seed {seed}")
                 rows.append(result_row("student", net, loss, seed))
     table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
@@ -90,9 +90,9 @@ def plant_and_save(initial: PlainCNN, teacher: PlainCNN, data: Data, cfg: GrowCo
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = grow(initial, teacher, data, cfg, out_dir=out_dir, progress=progress)
-    test = evaluate(result.model, data.test, cfg.train.eval_batch_size)
-    save_checkpoint(result.model, out_dir / "planted.pt", test_loss=test["loss"], test_acc=test["acc"],
-                    stop_reason=result.stop_reason)
+    kept = result.chosen().iloc[-1]  # grow measured the kept network on the test split already
+    save_checkpoint(result.model, out_dir / "planted.pt", test_loss=float(kept["test_loss"]),
+                    test_acc=float(kept["test_acc"]), stop_reason=result.stop_reason)
     return result
 
 

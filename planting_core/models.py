@@ -68,13 +68,15 @@ class PlainCNN(nn.Module):
         return dict(widths=list(self.widths), layout=self.layout, in_channels=self.in_channels,
                     num_classes=self.num_classes, image_size=self.image_size, hidden=self.hidden)
 
+    def activate(self, i: int, z: torch.Tensor) -> torch.Tensor:
+        """ReLU of conv i's fresh output z (in place), then its 2x2 pool if the layout has one there."""
+        x = torch.relu_(z)
+        return self.pool(x) if i in LAYOUTS[self.layout] else x
+
     def features(self, x: torch.Tensor, start: int = 0, stop: int = NUM_CONVS) -> torch.Tensor:
         """Run convs start..stop-1 (each with ReLU and its pool): (B, C_in, H, W) -> (B, C, H', W')."""
-        pools = LAYOUTS[self.layout]
         for i in range(start, stop):
-            x = torch.relu_(self.convs[i](x))  # in place: the conv output is a fresh tensor
-            if i in pools:
-                x = self.pool(x)
+            x = self.activate(i, self.convs[i](x))
         return x
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,6 +87,11 @@ class PlainCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) images -> (B, classes) logits."""
         return self.head(self.features(x))
+
+
+def to_device(model: nn.Module, device: torch.device | str) -> nn.Module:
+    """Move a network to `device` in place, channels-last (NHWC: faster convs and pools on CPU and GPU)."""
+    return model.to(device, memory_format=torch.channels_last)
 
 
 def count_parameters(model: nn.Module) -> int:

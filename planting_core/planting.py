@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import PlantingError
-from .models import LAYOUTS, NUM_CONVS, PlainCNN
+from .models import NUM_CONVS, PlainCNN
 
 INITS = ("zero", "random")
 
@@ -159,9 +159,7 @@ def frozen_inputs(model: PlainCNN, x: torch.Tensor) -> tuple[torch.Tensor, torch
     layer = model.planted_layer
     h = model.features(x, 0, layer)
     planted, nxt = model.convs[layer], _next_layer(model, layer)
-    a_old = torch.relu(F.conv2d(h, planted.old_weight, planted.old_bias, padding=1))
-    if layer in LAYOUTS[model.layout]:
-        a_old = model.pool(a_old)
+    a_old = model.activate(layer, F.conv2d(h, planted.old_weight, planted.old_bias, padding=1))
     if nxt.is_conv:
         return h, F.conv2d(a_old, nxt.old_weight, nxt.old_bias, padding=1)
     return h, F.linear(torch.flatten(a_old, 1), nxt.old_weight, nxt.old_bias)
@@ -174,12 +172,8 @@ def planted_forward(model: PlainCNN, h: torch.Tensor, z_old: torch.Tensor) -> to
     """
     layer = model.planted_layer
     planted, nxt = model.convs[layer], _next_layer(model, layer)
-    a_new = torch.relu(F.conv2d(h, planted.new_weight, planted.new_bias, padding=1))  # (B, k, H_l, W_l)
-    if layer in LAYOUTS[model.layout]:
-        a_new = model.pool(a_new)
+    a_new = model.activate(layer, F.conv2d(h, planted.new_weight, planted.new_bias, padding=1))  # (B, k, H', W')
     if not nxt.is_conv:  # conv5 planted: fc1's new columns read the new channels, flattened
         return model.fc2(torch.relu(z_old + F.linear(torch.flatten(a_new, 1), nxt.new_weight)))
-    x = torch.relu(z_old + F.conv2d(a_new, nxt.new_weight, None, padding=1))  # (B, C_l+1, H', W')
-    if layer + 1 in LAYOUTS[model.layout]:
-        x = model.pool(x)
+    x = model.activate(layer + 1, z_old + F.conv2d(a_new, nxt.new_weight, None, padding=1))  # (B, C_l+1, ...)
     return model.head(model.features(x, layer + 2))

@@ -13,9 +13,9 @@ from .checkpoint import atomic_save, safe_load
 from .data import Data
 from .distill import teacher_logits
 from .errors import NonFiniteLossError, PlantingError
-from .models import NUM_CONVS, PlainCNN, count_parameters
+from .models import NUM_CONVS, PlainCNN, count_parameters, to_device
 from .planting import INITS, merge, plant
-from .train import TrainConfig, check_pair, evaluate, fit, to_device
+from .train import TrainConfig, check_pair, evaluate, fit
 
 ORDERS = ("search", "round-robin")
 SELECT_BY = ("val_loss", "val_kd")
@@ -105,11 +105,12 @@ def grow(initial: PlainCNN, teacher: torch.nn.Module, data: Data, cfg: GrowConfi
     key = cfg.select_by  # the history column the search minimises
     state_path = Path(out_dir) / "grow_state.pt" if out_dir else None
     settings = asdict(replace(cfg, train=tcfg))
+    initial_arch, teacher_widths = initial.arch(), getattr(teacher, "widths", None)  # what a saved state must match
     current = to_device(merge(initial), dev)
     if state_path and state_path.exists():
         state = safe_load(state_path, "planting state")
-        if state.get("settings") != settings or state.get("initial") != current.arch() \
-                or state.get("teacher") != getattr(teacher, "widths", None):
+        if state.get("settings") != settings or state.get("initial") != initial_arch \
+                or state.get("teacher") != teacher_widths:
             raise PlantingError(f"{state_path}: this planting run was started with other settings or another "
                                 f"initial network; use another out_dir, or delete the file to start over")
         current, rows, rnd, done = _unpack(state["current"], dev), state["rows"], state["round"], state["done"]
@@ -127,8 +128,8 @@ def grow(initial: PlainCNN, teacher: torch.nn.Module, data: Data, cfg: GrowConfi
 
     def save_state() -> None:
         if state_path:
-            atomic_save({"settings": settings, "initial": merge(initial).arch(),
-                         "teacher": getattr(teacher, "widths", None), "current": _pack(current),
+            atomic_save({"settings": settings, "initial": initial_arch, "teacher": teacher_widths,
+                         "current": _pack(current),
                          "rows": rows, "round": rnd, "done": done, "stop_reason": stop_reason}, state_path)
 
     while True:

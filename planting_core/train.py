@@ -20,15 +20,11 @@ from .checkpoint import atomic_save, safe_load
 from .data import Data, Split, augment, batches
 from .distill import ce_loss, kd_loss, teacher_logits
 from .errors import NonFiniteLossError, PlantingError
+from .models import to_device
 from .planting import frozen_inputs, is_planted, planted_forward, trainable_parameters
 
 LOSSES = ("ce", "kd")
 NOT_EVALUATED = {"loss": float("nan"), "acc": float("nan")}  # an epoch that was not validated
-
-
-def to_device(model: nn.Module, device: torch.device | str) -> nn.Module:
-    """Move a network to `device` in place, channels-last (NHWC: faster convs and pools on CPU and GPU)."""
-    return model.to(device, memory_format=torch.channels_last)
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from planting_core.batch import source_hash
+from planting_core.batch import executed_with, source_hash
 from planting_core.book import BOOK_RUNS, ROOT, build
 
 
@@ -19,7 +19,7 @@ def book_notebooks():
 def test_book_notebooks_are_executed_and_fresh(path):
     assert path.exists(), f"{path} is missing: run `python -m planting_core.book`"
     nb = json.loads(path.read_text())
-    meta = nb["metadata"].get("planting_book", {})
+    meta = executed_with(path)
     assert meta.get("source_hash") == source_hash(ROOT / "notebooks" / path.name, meta.get("parameters", {})), \
         f"{path.name} is stale: its source notebook changed; run `python -m planting_core.book`"
     outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
