@@ -51,3 +51,22 @@ def test_inconsistent_checkpoint(tmp_path):
 def test_metadata_must_be_plain(tmp_path):
     with pytest.raises(pc.PlantingError, match="metadata 'cfg' must be plain values"):
         pc.save_checkpoint(pc.PlainCNN([4] * 5), tmp_path / "n.pt", cfg=pc.TrainConfig())
+
+
+def test_temp_files_of_killed_writers_are_cleaned_up(tmp_path):
+    import subprocess
+    import sys
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid is now free: a writer killed mid-save
+    stale = tmp_path / f".net.pt.{dead.pid}.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    other = tmp_path / f".other.pt.{dead.pid}.tmp"  # another file's temp is not ours to delete
+    other.write_bytes(b"x")
+    pc.save_checkpoint(pc.PlainCNN([4] * 5), tmp_path / "net.pt")
+    assert not stale.exists() and other.exists()
+
+
+def test_failed_save_leaves_no_temp_file(tmp_path):
+    with pytest.raises(Exception):
+        pc.atomic_save({"f": lambda x: x}, tmp_path / "bad.pt")  # a lambda cannot be pickled
+    assert not list(tmp_path.glob("*.tmp")) and not (tmp_path / "bad.pt").exists()
