@@ -13,20 +13,30 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .batch import run_batch
+from .batch import notebooks, run_batch
 from .errors import PlantingError, cli
 
 ROOT = Path(__file__).resolve().parents[1]
-# the book's runs: run folder under results/ -> (dataset, profile, parameter overrides)
-BOOK_RUNS: dict[str, tuple[str, str, dict]] = {
-    "fashion-mnist-5k": ("fashion-mnist", "full", {"seeds": [0, 1, 2]}),
+# the book's runs: run folder under results/ -> (dataset, profile, parameter overrides, notebooks or None for all)
+BOOK_RUNS: dict[str, tuple[str, str, dict, list[str] | None]] = {
+    "fashion-mnist-5k": ("fashion-mnist", "full", {"seeds": [0, 1, 2]}, None),
+    # all 54,000 training images: 3 seeds up to [32] (1 for [64]), 3 epochs per candidate, at most 10 rounds
+    "fashion-mnist-full": ("fashion-mnist", "full", {"subset": None, "plant_epochs": 3, "max_rounds": 10,
+                                                     "student_widths": [8, 16, 32, 64], "single_seed_from": 64,
+                                                     "seeds": [0, 1, 2]}, ["01", "02", "03"]),
 }
+
+
+def book_notebooks(run: str) -> list[str]:
+    """The source notebook names that the book shows for one of its runs."""
+    only = BOOK_RUNS[run][3]
+    return [nb.name for nb in notebooks() if not only or any(o in nb.stem for o in only)]
 
 
 def execute_book_runs(force: bool = False) -> None:
     """Bring every book run's executed notebooks up to date (load-or-train: only what is missing runs)."""
-    for run, (dataset, profile, sets) in BOOK_RUNS.items():
-        run_batch(dataset, profile, sets, ROOT / "results" / run, force=force)
+    for run, (dataset, profile, sets, only) in BOOK_RUNS.items():
+        run_batch(dataset, profile, sets, ROOT / "results" / run, only=only, force=force)
 
 
 def build(strict: bool = False, out: Path | None = None) -> Path:

@@ -109,13 +109,20 @@ def grow(initial: PlainCNN, teacher: torch.nn.Module, data: Data, cfg: GrowConfi
     current = to_device(merge(initial), dev)
     if state_path and state_path.exists():
         state = safe_load(state_path, "planting state")
-        if state.get("settings") != settings or state.get("initial") != initial_arch \
+        saved = dict(state.get("settings") or {})
+        if {**saved, "max_rounds": None} != {**settings, "max_rounds": None} or state.get("initial") != initial_arch \
                 or state.get("teacher") != teacher_widths:
             raise PlantingError(f"{state_path}: this planting run was started with other settings or another "
                                 f"initial network; use another out_dir, or delete the file to start over")
         current, rows, rnd, done = _unpack(state["current"], dev), state["rows"], state["round"], state["done"]
-        if state.get("stop_reason"):  # the run had finished: return its result as it was
-            return _result(current, rows, state["stop_reason"])
+        # max_rounds only decides when to stop, so it may change on a run in progress (e.g. to cap a long run)
+        kept_rounds = max(r["round"] for r in rows if r["chosen"])
+        if cfg.max_rounds is not None and kept_rounds > cfg.max_rounds:
+            raise PlantingError(f"{state_path}: this run already kept {kept_rounds} rounds, more than "
+                                f"max_rounds={cfg.max_rounds}; allowed: max_rounds >= {kept_rounds} or None")
+        capped = str(state.get("stop_reason", "")).startswith("reached max_rounds")
+        if state.get("stop_reason") and not (capped and saved.get("max_rounds") != cfg.max_rounds):
+            return _result(current, rows, state["stop_reason"])  # the run had finished: its result as it was
     else:
         init_val = validate(current)
         rows = [_row(0, None, current, init_val, 0.0)]

@@ -7,15 +7,14 @@ import pandas as pd
 import pytest
 
 from planting_core.batch import executed_with, source_hash
-from planting_core.book import BOOK_RUNS, ROOT, build
+from planting_core.book import BOOK_RUNS, ROOT, book_notebooks, build
 
 
-def book_notebooks():
-    return sorted((ROOT / "results" / run / "notebooks" / nb.name for run in BOOK_RUNS
-                   for nb in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")), key=str)
+def executed_notebooks():
+    return [ROOT / "results" / run / "notebooks" / name for run in BOOK_RUNS for name in book_notebooks(run)]
 
 
-@pytest.mark.parametrize("path", book_notebooks(), ids=lambda p: f"{p.parents[1].name}/{p.name}")
+@pytest.mark.parametrize("path", executed_notebooks(), ids=lambda p: f"{p.parents[1].name}/{p.name}")
 def test_book_notebooks_are_executed_and_fresh(path):
     assert path.exists(), f"{path} is missing: run `python -m planting_core.book`"
     nb = json.loads(path.read_text())
@@ -56,17 +55,31 @@ def browser():
     b.quit()
 
 
-def test_planting_chapter_shows_figures_and_glued_numbers(html, browser):
-    browser.get((html / "results/fashion-mnist-5k/notebooks/03_planting.html").as_uri())
+@pytest.mark.parametrize("run", list(BOOK_RUNS))
+def test_planting_chapter_shows_figures_and_glued_numbers(html, browser, run):
+    browser.get((html / f"results/{run}/notebooks/03_planting.html").as_uri())
     images = browser.execute_script(
         "return Array.from(document.querySelectorAll('article img')).map(i => [i.complete, i.naturalWidth]);")
     drawn = [w for ok, w in images if ok and w > 100]
     assert len(drawn) >= 3, images  # search, widths, accuracy against parameters
     pasted = browser.execute_script(
         "return Array.from(document.querySelectorAll('.pasted-text')).map(e => e.textContent);")
-    summary = pd.read_csv(ROOT / "results/fashion-mnist-5k/summary.csv")
+    summary = pd.read_csv(ROOT / f"results/{run}/summary.csv")
     planted = summary.loc[summary["model"] == "planted", "test_acc"].mean()
     teacher = summary.loc[summary["model"] == "teacher", "test_acc"].mean()
     assert f"{planted:.2%}" in pasted and f"{teacher:.2%}" in pasted, pasted
     body = browser.find_element("tag name", "body").text
     assert f"{planted:.2%}" in body
+
+
+@pytest.mark.parametrize("run", list(BOOK_RUNS))
+def test_summary_has_every_network_and_seed(run):
+    summary = pd.read_csv(ROOT / f"results/{run}/summary.csv")
+    assert list(summary.columns) == ["model", "widths", "params", "loss_fn", "seed", "test_acc", "test_loss"]
+    assert set(summary["model"]) == {"teacher", "student", "initial", "planted"}
+    assert summary["test_acc"].between(0, 1).all() and (summary["test_loss"] > 0).all()
+    for model in ("initial", "planted"):
+        assert sorted(summary.loc[summary["model"] == model, "seed"]) == [0, 1, 2], model
+    per_net = summary[summary["model"] == "student"].groupby(["widths", "loss_fn"])["seed"].nunique()
+    assert set(per_net.index.get_level_values("loss_fn")) == {"ce", "kd"}
+    assert (per_net[per_net.index.get_level_values("widths") == "[8, 8, 8, 8, 8]"] == 3).all()

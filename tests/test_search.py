@@ -98,3 +98,16 @@ def test_poster_table_means_and_stds():
     assert list(table["model"]) == ["teacher", "student"]
     assert table.loc[1, "test acc (%)"] == "81.00 ± 1.41" and table.loc[1, "seeds"] == 2
     assert table.loc[0, "test acc (%)"] == "90.00" and table.loc[1, "loss"] == "CE"
+
+
+def test_max_rounds_may_change_on_a_run_in_progress(data, teacher, initial, tmp_path):
+    grow = lambda cap, out: pc.grow(initial, teacher, data, small_cfg(max_rounds=cap, min_delta=-1e9),  # noqa: E731
+                                    out_dir=out, progress=False)
+    straight = grow(3, tmp_path / "straight")
+    first = grow(1, tmp_path / "run")
+    assert first.stop_reason == "reached max_rounds=1"
+    raised = grow(3, tmp_path / "run")  # a raised cap goes on growing from where the run stopped
+    assert raised.stop_reason == "reached max_rounds=3"
+    pd.testing.assert_frame_equal(raised.history.drop(columns="seconds"), straight.history.drop(columns="seconds"))
+    with pytest.raises(pc.PlantingError, match="already kept 3 rounds.*allowed: max_rounds >= 3"):
+        grow(2, tmp_path / "run")
