@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -48,12 +49,13 @@ def notebook_parameters(path: Path) -> dict:
             for name, p in pm.inspect_notebook(str(path)).items()}
 
 
-def source_hash(path: Path, params: dict) -> str:
+def source_hash(path: Path, params: dict, text: str | None = None) -> str:
     """Hash of a notebook's cell sources and the parameters it is run with: outputs are stale if it changes.
 
     The run folder and progress-bar switch are left out, so a clone elsewhere finds committed outputs fresh.
+    `text` is the notebook's content if already read.
     """
-    nb = json.loads(path.read_text())
+    nb = json.loads(path.read_text() if text is None else text)
     kept = {k: v for k, v in params.items() if k not in ("out_dir", "progress")}
     text = json.dumps([c["source"] for c in nb["cells"]]) + json.dumps(kept, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -99,11 +101,16 @@ def run_notebook(src: Path, dest: Path, params: dict, cwd: Path) -> float:
     import papermill as pm
     t0 = time.perf_counter()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with open(dest.with_suffix(".log"), "w") as log, _stderr_to(log):  # the kernel's own chatter goes to the log
-        pm.execute_notebook(str(src), str(dest), parameters=params, kernel_name="python3", progress_bar=False,
-                            cwd=str(cwd), log_output=False)
+    text = src.read_text()  # one snapshot: an edit during the run cannot make these outputs look fresh
+    stamp = {"source_hash": source_hash(src, params, text), "parameters": params}
+    with tempfile.TemporaryDirectory() as tmp, open(dest.with_suffix(".log"), "w") as log, _stderr_to(log):
+        snapshot = Path(tmp) / src.name
+        snapshot.write_text(text)
+        pm.execute_notebook(str(snapshot), str(dest), parameters=params, kernel_name="python3", progress_bar=False,
+                            cwd=str(cwd), log_output=False)  # the kernel's own chatter goes to the log
     nb = json.loads(dest.read_text())
-    nb["metadata"]["planting_book"] = {"source_hash": source_hash(src, params), "parameters": params}
+    nb["metadata"]["papermill"]["input_path"] = f"{src.parent.name}/{src.name}"
+    nb["metadata"]["planting_book"] = stamp
     dest.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     return time.perf_counter() - t0
 

@@ -91,9 +91,42 @@ def plant_and_save(initial: PlainCNN, teacher: PlainCNN, data: Data, cfg: GrowCo
     out_dir.mkdir(parents=True, exist_ok=True)
     result = grow(initial, teacher, data, cfg, out_dir=out_dir, progress=progress)
     kept = result.chosen().iloc[-1]  # grow measured the kept network on the test split already
-    save_checkpoint(result.model, out_dir / "planted.pt", test_loss=float(kept["test_loss"]),
-                    test_acc=float(kept["test_acc"]), stop_reason=result.stop_reason)
+    meta = dict(test_loss=float(kept["test_loss"]), test_acc=float(kept["test_acc"]), stop_reason=result.stop_reason)
+    path = out_dir / "planted.pt"
+    if not (path.exists() and _saved_as(path, result.model.widths, meta)):  # a rerun leaves the file alone
+        save_checkpoint(result.model, path, **meta)
     return result
+
+
+def _saved_as(path: Path, widths: list[int], meta: dict) -> bool:
+    try:
+        saved = load_checkpoint(path)
+    except PlantingError:
+        return False
+    return saved.widths == list(widths) and all(saved.meta.get(k) == v for k, v in meta.items())
+
+
+def compute_time(out_dir: str | Path) -> pd.DataFrame:
+    """Seconds of training (and per-epoch validation) behind a run folder, per stage, from what it saved.
+
+    Read from the checkpoints' per-epoch histories and the planting histories, so the time of a run that
+    was interrupted and resumed, or of notebooks re-executed on saved results, is counted once.
+    """
+    out = Path(out_dir)
+    stages = {"teacher": [out / "teacher.pt"], "initial networks": sorted(out.glob("initial-seed*.pt")),
+              "fixed-width students": sorted((out / "students").glob("*.pt"))}
+    rows = []
+    for stage, paths in stages.items():
+        nets = [load_checkpoint(p) for p in paths if p.exists() and not p.name.endswith(".state.pt")]
+        rows.append(dict(stage=stage, runs=len(nets),
+                         seconds=sum(e["seconds"] for n in nets for e in n.meta.get("history", []))))
+    histories = [pd.read_csv(h) for h in sorted((out / "planting").glob("seed*/history.csv"))]
+    rows.append(dict(stage="planting (every candidate)", runs=sum(len(h) - 1 for h in histories),
+                     seconds=float(sum(h["seconds"].sum() for h in histories))))
+    table = pd.DataFrame(rows)
+    table.loc[len(table)] = dict(stage="total", runs=table["runs"].sum(), seconds=table["seconds"].sum())
+    table["minutes"] = (table["seconds"] / 60).round(1)
+    return table
 
 
 def glue(name: str, value, display: bool = False) -> None:

@@ -46,6 +46,10 @@ def test_smoke_run_writes_every_result(smoke):
     for nb in (smoke / "notebooks").glob("*.ipynb"):
         cells = json.loads(nb.read_text())["cells"]
         assert not any(o.get("output_type") == "error" for c in cells for o in c.get("outputs", [])), nb.name
+    cost = pc.compute_time(smoke).set_index("stage")
+    assert (cost["runs"] > 0).all() and (cost["seconds"] > 0).all()
+    assert cost.loc["fixed-width students", "runs"] == len(pd.read_csv(smoke / "students.csv"))
+    assert cost.loc["total", "seconds"] == pytest.approx(cost["seconds"].drop("total").sum())
 
 
 def test_nbval_reruns_the_smoke_copies(smoke):
@@ -84,3 +88,27 @@ def test_notebook_itself_names_a_mistyped_parameter(tmp_path):
         pm.execute_notebook(str(ROOT / "notebooks" / "01_teacher.ipynb"), str(tmp_path / "out.ipynb"),
                             parameters={"subset": "5000", "out_dir": str(tmp_path)}, kernel_name="python3",
                             progress_bar=False, cwd=str(tmp_path))
+
+
+def test_a_source_edited_during_its_run_leaves_the_copy_stale(tmp_path, monkeypatch):
+    import nbformat
+    import papermill as pm
+    from planting_core.batch import executed_with, run_notebook, source_hash
+    src = tmp_path / "src" / "00_tiny.ipynb"
+    src.parent.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                                         nbformat.v4.new_code_cell("print(x)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, src)
+    real = pm.execute_notebook
+
+    def edit_meanwhile(*args, **kwargs):
+        out = real(*args, **kwargs)
+        nb.cells[1].source = "print(x + 1)"  # someone edits the source while it runs
+        nbformat.write(nb, src)
+        return out
+    monkeypatch.setattr(pm, "execute_notebook", edit_meanwhile)
+    dest = tmp_path / "run" / "00_tiny.ipynb"
+    run_notebook(src, dest, {"x": 2}, tmp_path)
+    assert executed_with(dest)["source_hash"] != source_hash(src, {"x": 2})  # so the next run re-executes it
+    assert "2" in json.dumps(json.loads(dest.read_text())["cells"][-1]["outputs"])
