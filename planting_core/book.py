@@ -39,6 +39,36 @@ def execute_book_runs(force: bool = False) -> None:
         run_batch(dataset, profile, sets, ROOT / "results" / run, only=only, force=force)
 
 
+README = ROOT / "README.md"
+RESULTS_START = "<!-- results: written by `python -m planting_core.book` from results/*/summary.csv; do not edit -->"
+RESULTS_END = "<!-- end of results -->"
+
+
+def results_markdown() -> str:
+    """The README's results block: every book run's summary.csv in the poster's form (mean ± std over seeds)."""
+    import pandas as pd
+
+    from .experiments import poster_table
+    parts = []
+    for run in BOOK_RUNS:
+        path = ROOT / "results" / run / "summary.csv"
+        if path.exists():
+            table = poster_table(pd.read_csv(path)).to_markdown(index=False)
+            parts.append(f"`results/{run}/summary.csv`:\n\n{table}")
+    return "\n\n".join(parts)
+
+
+def update_readme() -> bool:
+    """Rewrite the README's results block from the summaries; True if it changed."""
+    text = README.read_text()
+    if RESULTS_START not in text or RESULTS_END not in text:
+        raise PlantingError(f"{README} has lost its results markers ({RESULTS_START!r} ... {RESULTS_END!r})")
+    head, rest = text.split(RESULTS_START, 1)
+    new = f"{head}{RESULTS_START}\n{results_markdown()}\n{RESULTS_END}{rest.split(RESULTS_END, 1)[1]}"
+    README.write_text(new)
+    return new != text
+
+
 def build(strict: bool = False, out: Path | None = None) -> Path:
     """jupyter-book build of the repository root; returns the folder holding index.html."""
     exe = shutil.which("jupyter-book")
@@ -65,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     def job() -> None:
         if not a.no_execute:
             execute_book_runs(a.force)
+        if update_readme():
+            print(f"updated the results in {README}")
         print(f"the book is in {build(a.strict) / 'index.html'}")
     return cli(job)
 

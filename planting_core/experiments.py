@@ -120,9 +120,11 @@ def compute_time(out_dir: str | Path) -> pd.DataFrame:
         nets = [load_checkpoint(p) for p in paths if p.exists() and not p.name.endswith(".state.pt")]
         rows.append(dict(stage=stage, runs=len(nets),
                          seconds=sum(e["seconds"] for n in nets for e in n.meta.get("history", []))))
-    histories = [pd.read_csv(h) for h in sorted((out / "planting").glob("seed*/history.csv"))]
-    rows.append(dict(stage="planting (every candidate)", runs=sum(len(h) - 1 for h in histories),
-                     seconds=float(sum(h["seconds"].sum() for h in histories))))
+    for stage, folder in (("planting (every candidate)", "planting"), ("ablations (every candidate)", "ablations")):
+        histories = [pd.read_csv(h) for h in sorted((out / folder).glob("*/history.csv"))]
+        if histories or folder == "planting":  # one row per candidate, after the initial network's row
+            rows.append(dict(stage=stage, runs=sum(len(h) - 1 for h in histories),
+                             seconds=float(sum(h["seconds"].sum() for h in histories))))
     table = pd.DataFrame(rows)
     table.loc[len(table)] = dict(stage="total", runs=table["runs"].sum(), seconds=table["seconds"].sum())
     table["minutes"] = (table["seconds"] / 60).round(1)

@@ -83,3 +83,12 @@ def test_summary_has_every_network_and_seed(run):
     per_net = summary[summary["model"] == "student"].groupby(["widths", "loss_fn"])["seed"].nunique()
     assert set(per_net.index.get_level_values("loss_fn")) == {"ce", "kd"}
     assert (per_net[per_net.index.get_level_values("widths") == "[8, 8, 8, 8, 8]"] == 3).all()
+
+
+def test_readme_results_match_the_summaries():
+    from planting_core.book import README, RESULTS_END, RESULTS_START, results_markdown
+    block = README.read_text().split(RESULTS_START, 1)[1].split(RESULTS_END, 1)[0]
+    assert block.strip() == results_markdown().strip(), \
+        "README's results are stale: run `python -m planting_core.book` (it rewrites them from summary.csv)"
+    for run in BOOK_RUNS:
+        assert f"results/{run}/summary.csv" in block
