@@ -120,8 +120,9 @@ def compute_time(out_dir: str | Path) -> pd.DataFrame:
         nets = [load_checkpoint(p) for p in paths if p.exists() and not p.name.endswith(".state.pt")]
         rows.append(dict(stage=stage, runs=len(nets),
                          seconds=sum(e["seconds"] for n in nets for e in n.meta.get("history", []))))
-    for stage, folder in (("planting (every candidate)", "planting"), ("ablations (every candidate)", "ablations")):
-        histories = [pd.read_csv(h) for h in sorted((out / folder).glob("*/history.csv"))]
+    for stage, folder in (("planting (every candidate)", "planting"), ("ablations (every candidate)", "ablations"),
+                          ("grown variants (every candidate)", "variants")):
+        histories = [pd.read_csv(h) for h in sorted((out / folder).rglob("history.csv"))]
         if histories or folder == "planting":  # one row per candidate, after the initial network's row
             rows.append(dict(stage=stage, runs=sum(len(h) - 1 for h in histories),
                              seconds=float(sum(h["seconds"].sum() for h in histories))))
