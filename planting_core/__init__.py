@@ -2,7 +2,7 @@
 from .checkpoint import atomic_save, load_checkpoint, safe_load, save_checkpoint
 from .data import DATASETS, Data, Split, augment, batches, check_dataset_name, default_root, load_data
 from .distill import ce_loss, kd_loss, teacher_logits
-from .experiments import (SUMMARY_COLUMNS, compute_time, glue, load_or_train, plant_and_save, poster_table, result_row,
+from .experiments import (SUMMARY_COLUMNS, claims, compute_time, glue, load_or_train, plant_and_save, poster_table, result_row,
                           train_students)
 from .errors import CheckpointError, DataNotFoundError, NonFiniteLossError, PlantingError
 from .models import LAYOUTS, PlainCNN, check_widths, count_parameters, param_count, to_device
@@ -18,7 +18,7 @@ __all__ = [
     "atomic_save", "load_checkpoint", "safe_load", "save_checkpoint",
     "DATASETS", "Data", "Split", "augment", "batches", "check_dataset_name", "default_root", "load_data",
     "ce_loss", "kd_loss", "teacher_logits",
-    "SUMMARY_COLUMNS", "compute_time", "glue", "load_or_train", "plant_and_save", "poster_table", "result_row", "train_students",
+    "SUMMARY_COLUMNS", "claims", "compute_time", "glue", "load_or_train", "plant_and_save", "poster_table", "result_row", "train_students",
     "CheckpointError", "DataNotFoundError", "NonFiniteLossError", "PlantingError",
     "LAYOUTS", "PlainCNN", "check_widths", "count_parameters", "param_count",
     "PlantedLayer", "freeze", "frozen_inputs", "is_planted", "merge", "plant", "planted_forward",

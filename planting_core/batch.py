@@ -34,12 +34,12 @@ PROFILES: dict[str, dict] = {
 }
 
 
-def notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
-    """The source notebooks, in reading order."""
+def notebooks(folder: Path = NOTEBOOK_DIR, only: list[str] | None = None) -> list[Path]:
+    """The source notebooks, in reading order (only those whose names contain one of `only`, if given)."""
     found = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
     if not found:
         raise PlantingError(f"no notebooks (NN_name.ipynb) found in {folder}")
-    return found
+    return [nb for nb in found if not only or any(o in nb.stem for o in only)]
 
 
 def notebook_parameters(path: Path) -> dict:
@@ -122,7 +122,7 @@ def run_batch(dataset: str, profile: str = "quick", sets: dict | None = None, ou
     if profile not in PROFILES:
         raise PlantingError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
     out = (out or Path("runs") / f"{name}-{profile}").resolve()
-    todo = {nb: notebook_parameters(nb) for nb in notebooks(folder) if not only or any(o in nb.stem for o in only)}
+    todo = {nb: notebook_parameters(nb) for nb in notebooks(folder, only)}
     known = set().union(*todo.values())
     sets = sets or {}
     unknown = sorted(set(sets) - known)

@@ -31,8 +31,7 @@ BOOK_RUNS: dict[str, tuple[str, str, dict, list[str] | None]] = {
 
 def book_notebooks(run: str) -> list[str]:
     """The source notebook names that the book shows for one of its runs."""
-    only = BOOK_RUNS[run][3]
-    return [nb.name for nb in notebooks() if not only or any(o in nb.stem for o in only)]
+    return [nb.name for nb in notebooks(only=BOOK_RUNS[run][3])]
 
 
 def execute_book_runs(force: bool = False) -> None:

@@ -106,6 +106,28 @@ def _saved_as(path: Path, widths: list[int], meta: dict) -> bool:
     return saved.widths == list(widths) and all(saved.meta.get(k) == v for k, v in meta.items())
 
 
+def claims(students: pd.DataFrame, acc: float, params: float, teacher: PlainCNN) -> dict:
+    """The paper's claims tested for a grown network of mean test accuracy `acc` and mean size `params`.
+
+    Against the best fixed-width student (mean over seeds, any loss) with at most twice `params`, and against
+    the teacher (within 0.5 points with at most 20% of its parameters). Gaps are in percentage points.
+    """
+    means = (students.groupby(["widths", "loss_fn"]).agg(params=("params", "first"), acc=("test_acc", "mean"))
+             .reset_index())
+    near = means[means["params"] <= 2 * params]
+    teacher_params = count_parameters(teacher)
+    teacher_gap = (teacher.meta["test_acc"] - acc) * 100
+    out = dict(near_student="none (no student was trained that small)", near_student_acc=float("nan"),
+               near_gap=float("nan"), size_target="not tested")
+    if len(near):
+        best = near.loc[near["acc"].idxmax()]
+        out = dict(near_student=f"{best['widths']} ({best['loss_fn'].upper()}, {best['params']:,} parameters)",
+                   near_student_acc=float(best["acc"]), near_gap=float((acc - best["acc"]) * 100),
+                   size_target="met" if acc >= best["acc"] else "missed")
+    return {**out, "teacher_gap": float(teacher_gap), "fraction": float(params / teacher_params),
+            "teacher_target": "met" if teacher_gap <= 0.5 and params <= 0.2 * teacher_params else "missed"}
+
+
 def compute_time(out_dir: str | Path) -> pd.DataFrame:
     """Seconds of training (and per-epoch validation) behind a run folder, per stage, from what it saved.
 
