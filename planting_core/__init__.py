@@ -1,30 +1,41 @@
 """planting_core: channel planting (Mitsuno, Nomura, Kurita, ICPR 2020) in a thin PyTorch package."""
-from .checkpoint import atomic_save, load_checkpoint, safe_load, save_checkpoint
+from .checkpoint import atomic_save, fingerprint, load_checkpoint, safe_load, save_checkpoint
+from .configs import grow_config, load_run_data, student_config, teacher_config, with_defaults
 from .data import DATASETS, Data, Split, augment, batches, check_dataset_name, default_root, load_data
+from .device import autocast, pick_device, to_device
 from .distill import ce_loss, kd_loss, teacher_logits
-from .experiments import (SUMMARY_COLUMNS, claims, compute_time, glue, load_or_train, plant_and_save, poster_table, result_row,
-                          train_students)
 from .errors import CheckpointError, DataNotFoundError, NonFiniteLossError, PlantingError
-from .models import LAYOUTS, PlainCNN, check_widths, count_parameters, param_count, to_device
-from .params import NOTEBOOK_PARAMS, check_params
+from .experiments import load_or_train, plant_and_save, read_history, train_students, training_settings
+from .models import LAYOUTS, NUM_CONVS, PlainCNN, check_widths, count_parameters, param_count
+from .params import DEFAULTS, PARAMS, PROFILES, Param, check_params, check_value
+from .planting import PlantedCNN, PlantedLayer, freeze, is_planted, merge, plant
 from .plots import plot_accuracy_vs_params, plot_search, plot_widths
-from .planting import (PlantedLayer, freeze, frozen_inputs, is_planted, merge, plant, planted_forward,
-                       trainable_parameters)
+from .proposals import PROPOSALS, Candidate
+from .report import SUMMARY_COLUMNS, claims, compute_time, glue, poster_table, result_row
+from .runfolder import RunFolder
 from .search import GrowConfig, GrowResult, grow
-from .train import TrainConfig, check_pair, evaluate, fit, pick_device
+from .selection import SELECTIONS, Selection
+from .stopping import STOP_RULES
+from .train import FrozenPrefix, TrainConfig, check_pair, evaluate, fit, trainable_parameters
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = [
-    "atomic_save", "load_checkpoint", "safe_load", "save_checkpoint",
+    "atomic_save", "fingerprint", "load_checkpoint", "safe_load", "save_checkpoint",
+    "grow_config", "load_run_data", "student_config", "teacher_config", "with_defaults",
     "DATASETS", "Data", "Split", "augment", "batches", "check_dataset_name", "default_root", "load_data",
+    "autocast", "pick_device", "to_device",
     "ce_loss", "kd_loss", "teacher_logits",
-    "SUMMARY_COLUMNS", "claims", "compute_time", "glue", "load_or_train", "plant_and_save", "poster_table", "result_row", "train_students",
     "CheckpointError", "DataNotFoundError", "NonFiniteLossError", "PlantingError",
-    "LAYOUTS", "PlainCNN", "check_widths", "count_parameters", "param_count",
-    "PlantedLayer", "freeze", "frozen_inputs", "is_planted", "merge", "plant", "planted_forward",
-    "trainable_parameters",
-    "NOTEBOOK_PARAMS", "check_params",
+    "load_or_train", "plant_and_save", "read_history", "train_students", "training_settings",
+    "LAYOUTS", "NUM_CONVS", "PlainCNN", "check_widths", "count_parameters", "param_count",
+    "DEFAULTS", "PARAMS", "PROFILES", "Param", "check_params", "check_value",
+    "PlantedCNN", "PlantedLayer", "freeze", "is_planted", "merge", "plant", "trainable_parameters",
     "plot_accuracy_vs_params", "plot_search", "plot_widths",
+    "PROPOSALS", "Candidate",
+    "SUMMARY_COLUMNS", "claims", "compute_time", "glue", "poster_table", "result_row",
+    "RunFolder",
     "GrowConfig", "GrowResult", "grow",
-    "TrainConfig", "check_pair", "evaluate", "fit", "pick_device", "to_device",
+    "SELECTIONS", "Selection",
+    "STOP_RULES",
+    "FrozenPrefix", "TrainConfig", "check_pair", "evaluate", "fit", "trainable_parameters",
 ]

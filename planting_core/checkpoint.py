@@ -10,10 +10,16 @@ from typing import Any
 import torch
 
 from .errors import CheckpointError, PlantingError
+from .hashing import tensor_digest
 from .models import PlainCNN
 from .planting import is_planted, merge
 
 FORMAT = "planting-book/1"
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    """Digest of a network's weights (a planted one as merged): it tells whether two networks are the same."""
+    return tensor_digest((merge(model) if is_planted(model) else model).state_dict())
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
@@ -65,24 +71,26 @@ def safe_load(path: str | Path, what: str = "checkpoint") -> Any:
                               f"{str(err).splitlines()[0] if str(err) else 'unreadable'})") from None
 
 
-def _check_meta(meta: dict) -> None:
-    ok = (str, int, float, bool, type(None))
-
-    def plain(v: Any) -> bool:
-        if isinstance(v, (list, tuple)):
-            return all(plain(x) for x in v)
-        if isinstance(v, dict):
-            return all(isinstance(k, str) and plain(x) for k, x in v.items())
-        return isinstance(v, ok)
-    for key, value in meta.items():
-        if not plain(value):
-            raise PlantingError(f"checkpoint metadata {key!r} must be plain values (str, int, float, bool, None, "
-                                f"lists or dicts of them), got {type(value).__name__}")
+def plain_value(value: Any, key: str = "") -> Any:
+    """`value` as plain Python (numpy and torch scalars become numbers, tuples lists), so that every saved file
+    loads with weights_only=True; anything else raises a PlantingError naming the key."""
+    if type(value) in (str, int, float, bool, type(None)):  # exactly: numpy's float64 subclasses float
+        return value
+    if isinstance(value, (list, tuple)):
+        return [plain_value(v, key) for v in value]
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise PlantingError(f"checkpoint metadata {key!r}: dictionary keys must be strings")
+        return {k: plain_value(v, f"{key}.{k}") for k, v in value.items()}
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy or torch scalar
+        return plain_value(value.item(), key)
+    raise PlantingError(f"checkpoint metadata {key!r} must be plain values (str, int, float, bool, None, lists or "
+                        f"dicts of them, or numpy/torch scalars), got {type(value).__name__}")
 
 
 def save_checkpoint(model: PlainCNN, path: str | Path, **meta: Any) -> Path:
     """Save a (planted or plain) network with its architecture and plain-value metadata, atomically."""
-    _check_meta(meta)
+    meta = {k: plain_value(v, k) for k, v in meta.items()}
     net = merge(model) if is_planted(model) else model
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     return atomic_save({"format": FORMAT, "arch": net.arch(), "state": state, "meta": meta}, path)

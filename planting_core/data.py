@@ -11,7 +11,10 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
+from .device import pick_device
 from .errors import DataNotFoundError, PlantingError
+from .hashing import tensor_digest
+from .params import DEFAULTS
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -51,6 +54,16 @@ class Data:
         """Keyword arguments for PlainCNN that fit this data."""
         return dict(layout=self.layout, in_channels=self.in_channels, num_classes=self.num_classes,
                     image_size=self.image_size)
+
+    def fingerprint(self) -> str:
+        """Digest of the split: dataset name, labels and source positions of every image in each split."""
+        parts = {}
+        for name in ("train", "val", "test"):
+            split = getattr(self, name)
+            parts[f"{name}.y"] = split.y
+            if split.index is not None:
+                parts[f"{name}.index"] = split.index
+        return f"{self.name}:" + tensor_digest(parts)
 
     def describe(self) -> str:
         """One line: sizes of the splits and the image shape."""
@@ -111,10 +124,18 @@ def _stage_idx(src: Path, root: Path, cls_name: str) -> bool:
         return False
     raw.mkdir(parents=True, exist_ok=True)
     for name, path in found.items():
-        tmp = raw / (name + ".tmp")
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
-        tmp.replace(raw / name)
+        if (raw / name).exists():  # staged by another process meanwhile
+            continue
+        tmp = raw / f".{name}.{os.getpid()}.tmp"  # each process writes its own copy, then renames it atomically
+        try:
+            with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as fin, open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+            os.replace(tmp, raw / name)
+        except (OSError, EOFError) as err:  # a truncated or corrupt .gz, a full disk, a read-only folder
+            raise DataNotFoundError(f"cannot stage {path} into {raw}: {type(err).__name__}: {err}; replace the "
+                                    f"file with a complete copy") from None
+        finally:
+            tmp.unlink(missing_ok=True)
     return True
 
 
@@ -189,14 +210,14 @@ def _split_sizes(pool: int, subset: int | None, val_size: int | float) -> tuple[
 
 
 def load_data(name: str = "fashion-mnist", root: str | Path | None = None, subset: int | None = None,
-              val_size: int | float = 0.1, seed: int = 0, device: str | torch.device | None = None,
-              download: bool = True, image_size: int = 32, test_subset: int | None = None) -> Data:
+              val_size: int | float = DEFAULTS["val_size"], seed: int = DEFAULTS["seed"],
+              device: str | torch.device | None = None, download: bool = True,
+              image_size: int = DEFAULTS["image_size"], test_subset: int | None = None) -> Data:
     """Load a dataset by name into train/val/test tensors on `device`, normalised by the training split.
 
     The validation split is drawn (by `seed`) from the original training set, disjoint from the training
     images; `subset` limits the training images (e.g. 5000); `val_size` is a count or a fraction of them.
     """
-    from .train import pick_device  # local import: train imports data
     key = check_dataset_name(name)
     if subset is not None and (not isinstance(subset, int) or isinstance(subset, bool) or subset < 1):
         raise PlantingError(f"subset must be a positive integer or None, got {subset!r}")

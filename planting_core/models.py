@@ -1,7 +1,7 @@
 """The paper's plain CNNs: five 3x3 convs, 2x2 max pools, fc1 (128 units) and fc2."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -37,6 +37,7 @@ def feature_size(layout: str, image_size: int) -> int:
 
 class PlainCNN(nn.Module):
     """conv(3x3, pad 1)+ReLU x5 with max pools per `layout`, then ReLU(fc1) and fc2."""
+    meta: dict[str, Any]  # what a checkpoint says about this network: test metrics, history, settings
 
     def __init__(self, widths: Sequence[int], layout: str = "cifar", in_channels: int = 3,
                  num_classes: int = 10, image_size: int = 32, hidden: int = 128):
@@ -54,6 +55,7 @@ class PlainCNN(nn.Module):
         self.widths = check_widths(widths)
         self.layout, self.in_channels, self.num_classes = layout, in_channels, num_classes
         self.image_size, self.hidden, self.side = image_size, hidden, side
+        self.meta = {}
         chans = [in_channels, *self.widths]
         self.convs = nn.ModuleList(nn.Conv2d(chans[i], chans[i + 1], 3, padding=1) for i in range(NUM_CONVS))
         self.fc1 = nn.Linear(self.widths[-1] * side * side, hidden)
@@ -87,11 +89,6 @@ class PlainCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) images -> (B, classes) logits."""
         return self.head(self.features(x))
-
-
-def to_device(model: nn.Module, device: torch.device | str) -> nn.Module:
-    """Move a network to `device` in place, channels-last (NHWC: faster convs and pools on CPU and GPU)."""
-    return model.to(device, memory_format=torch.channels_last)
 
 
 def count_parameters(model: nn.Module) -> int:

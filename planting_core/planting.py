@@ -1,7 +1,6 @@
 """Planting: add channels to one conv layer; only the new weights are parameters, the rest are frozen buffers."""
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -78,8 +77,80 @@ def check_layer(layer: int) -> int:
     return layer
 
 
+class PlantedCNN(PlainCNN):
+    """A PlainCNN with `channels` new channels in conv `planted_layer`: only they, and the next layer's new input
+    weights, are parameters; every other weight is a frozen buffer.
+
+    Its forward pass splits into a frozen prefix (frozen_prefix: no autograd, cacheable while the images do not
+    change) and the trainable rest (forward_from_prefix), which is what fit() uses to train it fast.
+    """
+    planted_layer: int  # 0-based index of the conv that received the new channels
+
+    def __init__(self, base: PlainCNN, layer: int, channels: int, init: str = "zero",
+                 generator: torch.Generator | None = None):
+        ref = base.convs[0].weight
+        with torch.random.fork_rng(devices=[]):  # the frame's own random init is overwritten at once
+            super().__init__(**base.arch())
+        self.to(device=ref.device, dtype=ref.dtype)
+        self.load_state_dict(base.state_dict())
+        freeze(self)
+        dev, dtype, c_in = ref.device, ref.dtype, self.convs[layer].weight.shape[1]
+
+        def he(shape: tuple[int, ...], fan_in: int) -> torch.Tensor:  # N(0, 2 / fan_in), as PlainCNN's own init
+            return (torch.randn(shape, generator=generator) * math.sqrt(2.0 / fan_in)).to(dev, dtype)
+
+        # planted conv: (channels, C_in, 3, 3) new filters and (channels,) zero biases, after the old ones
+        new_w, new_b = he((channels, c_in, 3, 3), c_in * 9), torch.zeros(channels, device=dev, dtype=dtype)
+        self.convs[layer] = PlantedLayer(self.convs[layer], new_w, new_b, dim=0)
+        if layer + 1 < NUM_CONVS:  # next conv: (C_out, channels, 3, 3) new input weights
+            nxt = self.convs[layer + 1]
+            shape, fan_in = (nxt.weight.shape[0], channels, 3, 3), (nxt.weight.shape[1] + channels) * 9
+        else:  # fc1 reads conv5 flattened channel-major: (hidden, channels * s * s) new columns at the end
+            nxt = self.fc1
+            shape, fan_in = (nxt.weight.shape[0], channels * self.side ** 2), nxt.weight.shape[1] + channels * self.side ** 2
+        out_w = torch.zeros(shape, device=dev, dtype=dtype) if init == "zero" else he(shape, fan_in)
+        if layer + 1 < NUM_CONVS:
+            self.convs[layer + 1] = PlantedLayer(nxt, out_w, None, dim=1)
+        else:
+            self.fc1 = PlantedLayer(nxt, out_w, None, dim=1)
+        self.widths = list(self.widths)
+        self.widths[layer] += channels
+        self.planted_layer = layer
+
+    def _next_layer(self) -> PlantedLayer:
+        return self.convs[self.planted_layer + 1] if self.planted_layer + 1 < NUM_CONVS else self.fc1
+
+    @torch.no_grad()
+    def frozen_prefix(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The parts of the forward pass that never change in training, for images x (B, C, H, W).
+
+        Returns h, the input of the planted conv l (B, C_l_in, H_l, W_l), and z_old, the next layer's
+        pre-activation from the old channels alone, bias included: (B, C_l+1, H', W'), or (B, hidden) for fc1.
+        """
+        layer = self.planted_layer
+        h = self.features(x, 0, layer)
+        planted, nxt = self.convs[layer], self._next_layer()
+        a_old = self.activate(layer, F.conv2d(h, planted.old_weight, planted.old_bias, padding=1))
+        if nxt.is_conv:
+            return h, F.conv2d(a_old, nxt.old_weight, nxt.old_bias, padding=1)
+        return h, F.linear(torch.flatten(a_old, 1), nxt.old_weight, nxt.old_bias)
+
+    def forward_from_prefix(self, h: torch.Tensor, z_old: torch.Tensor) -> torch.Tensor:
+        """Logits (B, K) from frozen_prefix(): computes only the new channels and what follows.
+
+        Equal to self(x) up to float rounding; autograd never touches the old weights of the two planted layers.
+        """
+        layer = self.planted_layer
+        planted, nxt = self.convs[layer], self._next_layer()
+        a_new = self.activate(layer, F.conv2d(h, planted.new_weight, planted.new_bias, padding=1))  # (B, k, H', W')
+        if not nxt.is_conv:  # conv5 planted: fc1's new columns read the new channels, flattened
+            return self.fc2(torch.relu(z_old + F.linear(torch.flatten(a_new, 1), nxt.new_weight)))
+        x = self.activate(layer + 1, z_old + F.conv2d(a_new, nxt.new_weight, None, padding=1))  # (B, C_l+1, ...)
+        return self.head(self.features(x, layer + 2))
+
+
 def plant(model: PlainCNN, layer: int, channels: int, init: str = "zero",
-          generator: torch.Generator | None = None) -> PlainCNN:
+          generator: torch.Generator | None = None) -> PlantedCNN:
     """Return a copy of `model` with `channels` new channels appended to conv `layer` (0-4); only they train.
 
     init="zero": new outgoing weights are zero, so the output is unchanged (function-preserving);
@@ -94,33 +165,7 @@ def plant(model: PlainCNN, layer: int, channels: int, init: str = "zero",
         raise PlantingError(f"init must be one of {INITS}, got {init!r}")
     if not isinstance(model, PlainCNN):
         raise PlantingError(f"plant() needs a PlainCNN, got {type(model).__name__}")
-    net = freeze(copy.deepcopy(merge(model) if is_planted(model) else model))
-    ref = net.convs[layer].weight
-    dev, dtype = ref.device, ref.dtype
-    c_in = ref.shape[1]
-
-    def he(shape: tuple[int, ...], fan_in: int) -> torch.Tensor:  # N(0, 2 / fan_in), as PlainCNN's own init
-        return (torch.randn(shape, generator=generator) * math.sqrt(2.0 / fan_in)).to(dev, dtype)
-
-    # planted conv: (channels, C_in, 3, 3) new filters and (channels,) zero biases, appended after the old ones
-    new_w, new_b = he((channels, c_in, 3, 3), c_in * 9), torch.zeros(channels, device=dev, dtype=dtype)
-    net.convs[layer] = PlantedLayer(net.convs[layer], new_w, new_b, dim=0)
-    if layer + 1 < NUM_CONVS:  # next conv: (C_out, channels, 3, 3) new input weights
-        nxt = net.convs[layer + 1]
-        shape, fan_in = (nxt.weight.shape[0], channels, 3, 3), (nxt.weight.shape[1] + channels) * 9
-    else:  # fc1 reads conv5 flattened channel-major: (hidden, channels * s * s) new columns at the end
-        nxt = net.fc1
-        shape, fan_in = (nxt.weight.shape[0], channels * net.side ** 2), nxt.weight.shape[1] + channels * net.side ** 2
-    out_w = torch.zeros(shape, device=dev, dtype=dtype) if init == "zero" else he(shape, fan_in)
-    planted_next = PlantedLayer(nxt, out_w, None, dim=1)
-    if layer + 1 < NUM_CONVS:
-        net.convs[layer + 1] = planted_next
-    else:
-        net.fc1 = planted_next
-    net.widths = list(net.widths)
-    net.widths[layer] += channels
-    net.planted_layer = layer
-    return net
+    return PlantedCNN(merge(model) if is_planted(model) else model, layer, channels, init, generator)
 
 
 def merge(model: PlainCNN) -> PlainCNN:
@@ -139,41 +184,3 @@ def merge(model: PlainCNN) -> PlainCNN:
             dst.bias.copy_(src.bias)
     return out
 
-
-def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The parameters an optimiser should see (in a planted network: only the new weights)."""
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def _next_layer(model: PlainCNN, layer: int) -> PlantedLayer:
-    return model.convs[layer + 1] if layer + 1 < NUM_CONVS else model.fc1
-
-
-@torch.no_grad()
-def frozen_inputs(model: PlainCNN, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The parts of a planted net's forward pass that never change in training, for images x (B, C, H, W).
-
-    Returns h, the input of the planted conv l (B, C_l_in, H_l, W_l), and z_old, the next layer's
-    pre-activation from the old channels alone, bias included: (B, C_l+1, H', W'), or (B, hidden) for fc1.
-    """
-    layer = model.planted_layer
-    h = model.features(x, 0, layer)
-    planted, nxt = model.convs[layer], _next_layer(model, layer)
-    a_old = model.activate(layer, F.conv2d(h, planted.old_weight, planted.old_bias, padding=1))
-    if nxt.is_conv:
-        return h, F.conv2d(a_old, nxt.old_weight, nxt.old_bias, padding=1)
-    return h, F.linear(torch.flatten(a_old, 1), nxt.old_weight, nxt.old_bias)
-
-
-def planted_forward(model: PlainCNN, h: torch.Tensor, z_old: torch.Tensor) -> torch.Tensor:
-    """Logits (B, K) of a planted net from frozen_inputs(): computes only the new channels and what follows.
-
-    Equal to model(x) up to float rounding; autograd never touches the old weights of the two planted layers.
-    """
-    layer = model.planted_layer
-    planted, nxt = model.convs[layer], _next_layer(model, layer)
-    a_new = model.activate(layer, F.conv2d(h, planted.new_weight, planted.new_bias, padding=1))  # (B, k, H', W')
-    if not nxt.is_conv:  # conv5 planted: fc1's new columns read the new channels, flattened
-        return model.fc2(torch.relu(z_old + F.linear(torch.flatten(a_new, 1), nxt.new_weight)))
-    x = model.activate(layer + 1, z_old + F.conv2d(a_new, nxt.new_weight, None, padding=1))  # (B, C_l+1, ...)
-    return model.head(model.features(x, layer + 2))

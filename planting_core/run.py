@@ -5,73 +5,89 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import json
-from dataclasses import replace
-from pathlib import Path
+from typing import Any
 
-
-from .checkpoint import load_checkpoint
-from .data import check_dataset_name, load_data
-from .errors import cli
+from .configs import grow_config, load_run_data, student_config, teacher_config, with_defaults
+from .errors import PlantingError, cli
 from .experiments import load_or_train, plant_and_save
 from .models import count_parameters
-from .search import GrowConfig
-from .train import TrainConfig
+from .params import PARAMS, check_value
+from .runfolder import RunFolder
+
+# the parameters of the main job, in the order --help lists them (each option's default and help: the table)
+JOB_PARAMS = ["dataset", "data_root", "subset", "val_size", "image_size", "seed", "device", "teacher_width", "widths",
+              "teacher_epochs", "epochs", "batch_size", "lr", "plant_epochs", "plant_lr", "T", "alpha", "augment",
+              "channels", "init", "propose", "select", "stop", "max_rounds", "max_params", "min_delta", "finetune_old",
+              "progress"]
+ALIASES = {"data_root": ["--root"]}
+
+
+def parse_value(name: str, text: str) -> Any:
+    """A command-line value as the table's type: Python literals (5000, None, [8, 8, 8, 8, 8], 0.5), else text."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    if isinstance(value, tuple):
+        value = list(value)  # --widths 8,8,8,8,8
+    readings = [value, text]
+    if isinstance(value, int) and not isinstance(value, bool):
+        readings.insert(1, float(value))  # --lr 1 means 1.0, but --val-size 64 stays a count
+    return next((r for r in readings if PARAMS[name].valid(r)), value)  # an invalid value is named by the check
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The main job's options, built from the parameter table."""
     p = argparse.ArgumentParser(prog="python -m planting_core", description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--root", default=None, help="data folder (default $PLANTING_DATA or ~/.cache/planting-book/data)")
-    p.add_argument("--subset", type=int, default=None, help="number of training images (default: all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--teacher-width", type=int, default=64)
-    p.add_argument("--initial-width", type=int, default=8)
-    p.add_argument("--teacher-epochs", type=int, default=15)
-    p.add_argument("--initial-epochs", type=int, default=15)
-    p.add_argument("--plant-epochs", type=int, default=3)
-    p.add_argument("--channels", type=int, default=4, help="channels planted per step")
-    p.add_argument("--max-rounds", type=int, default=None)
-    p.add_argument("--lr", type=float, default=0.02, help="learning rate of the teacher and initial network")
-    p.add_argument("--plant-lr", type=float, default=0.03, help="learning rate of the planted channels (KD)")
-    p.add_argument("--T", type=float, default=1.0, help="distillation temperature")
-    p.add_argument("--batch-size", type=int, default=128)
+    for name in JOB_PARAMS:
+        param = PARAMS[name]
+        flags = [f"--{name.replace('_', '-')}", *ALIASES.get(name, [])]
+        help_ = f"{param.meaning} (default {param.default!r})"
+        if isinstance(param.default, bool):
+            p.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=param.default, help=help_)
+        else:
+            p.add_argument(*flags, dest=name, default=param.default, metavar=name.upper(), help=help_,
+                           type=lambda text, name=name: parse_value(name, text))
     p.add_argument("--out", default=None, help="run folder (default runs/<dataset>)")
-    p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the whole job; bad input ends with a one-line message and exit code 2."""
-    a = parse_args(argv)
-    return cli(lambda: job(a))
+    return cli(lambda: job(parse_args(argv)))
 
 
 def job(a: argparse.Namespace) -> None:
     """Teacher and initial network (load-or-train), then the search; results in the run folder."""
-    name = check_dataset_name(a.dataset)
-    out = Path(a.out or f"runs/{name}")
-    out.mkdir(parents=True, exist_ok=True)
-    data = load_data(name, a.root, subset=a.subset, seed=a.seed, device=a.device)
+    params = {name: getattr(a, name) for name in JOB_PARAMS}
+    for name, value in params.items():  # every option, before any work
+        check_value(name, value)
+    params = with_defaults(params)
+    grow_cfg = grow_config(params, params["seed"]).check()
+    if a.out is not None and not str(a.out).strip():
+        raise PlantingError("--out must be a folder path, got an empty string")
+    folder = RunFolder(a.out or f"runs/{params['dataset']}")
+    seed = params["seed"]
+    data = load_run_data(params)
     print(data.describe(), "on", data.train.x.device, flush=True)
-    base = TrainConfig(epochs=a.teacher_epochs, lr=a.lr, batch_size=a.batch_size, seed=a.seed,
-                       progress=not a.no_progress)
-    teacher = load_or_train(out / "teacher.pt", [a.teacher_width] * 5, data, base, desc="teacher", seed=a.seed)
-    initial = load_or_train(out / "initial.pt", [a.initial_width] * 5, data, replace(base, epochs=a.initial_epochs),
-                            desc="initial", seed=a.seed)
+    teacher = load_or_train(folder.teacher, [params["teacher_width"]] * 5, data, teacher_config(params),
+                            seed=seed, desc="teacher")
+    initial = load_or_train(folder.initial(seed), params["widths"], data, student_config(params, seed),
+                            seed=seed, desc="initial")
     for tag, net in (("teacher", teacher), ("initial", initial)):
         print(f"{tag}: widths {net.widths}, {count_parameters(net):,} params, test acc {net.meta['test_acc']:.4f}")
-    cfg = GrowConfig(channels=a.channels, max_rounds=a.max_rounds,
-                     train=replace(base, epochs=a.plant_epochs, lr=a.plant_lr, T=a.T, loss="kd"))
-    result = plant_and_save(initial, teacher, data, cfg, out, progress=not a.no_progress)
-    test = load_checkpoint(out / "planted.pt").meta
+    run = folder.planting(seed)
+    result = plant_and_save(initial, teacher, data, grow_cfg, run, progress=params["progress"])
+    kept = result.chosen().iloc[-1]
     print(result.chosen()[["round", "layer", "widths", "params", "val_loss", "val_acc", "test_acc"]].to_string())
     print(f"stopped: {result.stop_reason}")
     print(f"planted: widths {result.model.widths}, {count_parameters(result.model):,} params, "
-          f"test acc {test['test_acc']:.4f}; history in {out / 'history.csv'}")
-    (out / "summary.json").write_text(json.dumps({
-        "teacher": teacher.meta | {"params": count_parameters(teacher)},
-        "initial": initial.meta | {"params": count_parameters(initial)},
-        "planted": {"widths": result.model.widths, "params": count_parameters(result.model), **test},
-        "stop_reason": result.stop_reason}, indent=1, default=str))
+          f"test acc {kept['test_acc']:.4f}; history in {RunFolder.history(run)}")
+    summary = {"teacher": teacher.meta | {"params": count_parameters(teacher)},
+               "initial": initial.meta | {"params": count_parameters(initial)},
+               "planted": {"widths": result.model.widths, "params": count_parameters(result.model),
+                           "test_acc": float(kept["test_acc"]), "test_loss": float(kept["test_loss"])},
+               "stop_reason": result.stop_reason, "parameters": params}
+    (folder.root / "summary.json").write_text(json.dumps(summary, indent=1, default=str))

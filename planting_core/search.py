@@ -1,53 +1,60 @@
-"""The planting search (paper steps 3-7): plant in every layer, keep the best candidate, repeat."""
+"""The planting search (paper steps 3-7) as a short loop: propose candidates, train them, select one, stop or not.
+
+Each part is replaceable by name: proposals.PROPOSALS, selection.SELECTIONS, stopping.STOP_RULES.
+"""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_save, safe_load
+from .checkpoint import atomic_save, fingerprint, safe_load
 from .data import Data
+from .device import to_device
 from .distill import teacher_logits
 from .errors import NonFiniteLossError, PlantingError
-from .models import NUM_CONVS, PlainCNN, count_parameters, to_device
-from .planting import INITS, merge, plant
+from .models import PlainCNN, count_parameters
+from .params import DEFAULTS, check_value, default
+from .planting import merge
+from .proposals import PROPOSALS, Candidate
+from .selection import SELECTIONS
+from .stopping import STOP_RULES
 from .train import TrainConfig, check_pair, evaluate, fit
 
-ORDERS = ("search", "round-robin")
-SELECT_BY = ("val_loss", "val_kd")
+
+def planting_train_config() -> TrainConfig:
+    """How a candidate's new channels are trained by default: KD, plant_epochs at plant_lr (the parameter table)."""
+    return TrainConfig(epochs=DEFAULTS["plant_epochs"], lr=DEFAULTS["plant_lr"], loss="kd")
 
 
 @dataclass
 class GrowConfig:
     """How the network grows; `train` says how each candidate's new channels are trained."""
-    channels: int = 4  # channels planted per step
-    init: str = "zero"  # new outgoing weights: "zero" (function-preserving) or "random"
-    max_rounds: int | None = None  # stop after this many rounds (None: until validation loss stops falling)
-    max_params: int | None = None  # never keep a network with more parameters than this
-    min_delta: float = 0.0  # a round must lower the validation loss by more than this
-    order: str = "search"  # "search": try all five layers; "round-robin": conv1..conv5 in turn (ablation)
-    finetune_old: bool = False  # ablation: train every weight, not only the planted ones
-    select_by: str = "val_loss"  # "val_loss": CE on validation labels; "val_kd": KD loss to the teacher
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, loss="kd"))
+    channels: int = default("channels")  # channels planted per step
+    init: str = default("init")  # new outgoing weights: "zero" (function-preserving) or "random"
+    max_rounds: int | None = default("max_rounds")  # stop after this many rounds (None: when the stop rule says)
+    max_params: int | None = default("max_params")  # never keep a network with more parameters than this
+    min_delta: float = default("min_delta")  # a kept candidate must lower the selection metric by more than this
+    propose: str = default("propose")  # proposals.PROPOSALS: "all-layers" (the paper) or "round-robin"
+    select: str = default("select")  # selection.SELECTIONS: "val_loss", "val_kd" or "drop_per_param"
+    stop: str = default("stop")  # stopping.STOP_RULES: "no-improvement" (the paper) or "fixed-rounds"
+    finetune_old: bool = default("finetune_old")  # ablation: train every weight, not only the planted ones
+    train: TrainConfig = field(default_factory=planting_train_config)
 
     def check(self) -> "GrowConfig":
-        """Raise a PlantingError naming the first bad field."""
-        if not isinstance(self.channels, int) or isinstance(self.channels, bool) or self.channels <= 0:
-            raise PlantingError(f"channels must be a positive integer, got {self.channels!r}")
-        if self.init not in INITS:
-            raise PlantingError(f"init must be one of {INITS}, got {self.init!r}")
-        if self.select_by not in SELECT_BY:
-            raise PlantingError(f"select_by must be one of {SELECT_BY}, got {self.select_by!r}")
-        if self.order not in ORDERS:
-            raise PlantingError(f"order must be one of {ORDERS}, got {self.order!r}")
-        for name in ("max_rounds", "max_params"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise PlantingError(f"{name} must be a positive integer or None, got {v!r}")
+        """Raise a PlantingError naming the first field the parameter table does not allow."""
+        for name, value in asdict(self).items():
+            if name != "train":
+                check_value(name, value)
+        if self.stop == "fixed-rounds" and self.max_rounds is None and self.max_params is None:
+            raise PlantingError("stop='fixed-rounds' keeps every round's winner, so it needs max_rounds (or "
+                                "max_params) to end; set one, or use stop='no-improvement'")
         self.train.check()
         return self
 
@@ -68,25 +75,78 @@ NAN = float("nan")
 FAILED = {"loss": NAN, "acc": NAN, "kd": NAN}
 
 
-def _row(rnd: int, layer: int | None, net: PlainCNN, val: dict, seconds: float, status: str = "ok") -> dict:
+def history_row(rnd: int, layer: int | None, net: PlainCNN, val: dict, seconds: float, status: str = "ok") -> dict:
+    """One row of the planting history (test columns are filled in for kept networks only)."""
     return dict(round=rnd, layer=layer, widths=str(list(net.widths)), params=count_parameters(net),
                 val_loss=val["loss"], val_acc=val["acc"], val_kd=val["kd"], seconds=seconds, chosen=False,
                 status=status, test_loss=NAN, test_acc=NAN)
 
 
-def _pack(net: PlainCNN) -> dict:
+def pack(net: PlainCNN) -> dict:
+    """A network as plain tensors and values (for the planting state file)."""
     return {"arch": net.arch(), "state": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
 
 
-def _unpack(obj: dict, device: torch.device) -> PlainCNN:
+def unpack(obj: dict, device: torch.device) -> PlainCNN:
+    """The network that pack() stored, on `device`."""
     net = PlainCNN(**obj["arch"])
     net.load_state_dict(obj["state"])
     return to_device(net, device)
 
 
+class CandidateTrainer:
+    """Trains candidates of a round, with the teacher's logits computed once for every candidate and round."""
+
+    def __init__(self, teacher: torch.nn.Module, data: Data, cfg: GrowConfig):
+        self.data, self.cfg, self.teacher = data, cfg, teacher
+        self.tcfg = replace(cfg.train, progress=False, eval_each_epoch=False)  # validated once, after training
+        bs = self.tcfg.eval_batch_size
+        # teacher logits once per split (unless augmentation needs the teacher live on each augmented batch)
+        self.targets = None if self.tcfg.augment or self.tcfg.loss != "kd" else teacher_logits(teacher, data.train.x, bs)
+        self.val_targets = teacher_logits(teacher, data.val.x, bs)  # (N_val, K) for the val_kd column
+
+    def validate(self, net: PlainCNN) -> dict:
+        """Validation cross-entropy, accuracy and KD loss to the teacher."""
+        return evaluate(net, self.data.val, self.tcfg.eval_batch_size, self.val_targets, self.tcfg.T)
+
+    def train(self, current: PlainCNN, candidates: list[Candidate], rnd: int) -> Iterator[tuple[str, dict]]:
+        """Train each candidate; yields (key, {"row": history row, "net": packed network or None}) one by one."""
+        for cand in candidates:
+            t0 = time.perf_counter()
+            seed = self.tcfg.seed * 1_000_003 + rnd * 101 + cand.layer  # each candidate seeded on its own: resumable
+            torch.manual_seed(seed)
+            net = cand.build(current, self.cfg.init, torch.Generator().manual_seed(seed))
+            if self.cfg.max_params is not None and count_parameters(net) > self.cfg.max_params:
+                yield cand.key, {"row": history_row(rnd, cand.layer, net, FAILED, 0.0, "over max_params"), "net": None}
+                continue
+            if self.cfg.finetune_old:
+                net = merge(net)
+            try:
+                fit(net, self.data, replace(self.tcfg, seed=seed), teacher=self.teacher, targets=self.targets,
+                    desc=f"round {rnd} {cand.key}")
+                val = self.validate(net)
+                status = "ok" if all(math.isfinite(v) for v in val.values()) else "diverged"
+            except NonFiniteLossError:  # this candidate is dropped and reported; the others go on
+                val, status = FAILED, "diverged"
+            row = history_row(rnd, cand.layer, net, val if status == "ok" else FAILED, time.perf_counter() - t0, status)
+            yield cand.key, {"row": row, "net": pack(merge(net)) if status == "ok" else None}
+
+
+def no_winner_reason(rows: list[dict], cfg: GrowConfig) -> str:
+    """Why a round ended with no candidate to keep, and what to change."""
+    diverged = sum(r["status"] == "diverged" for r in rows)
+    if diverged == len(rows):
+        return (f"every candidate of round {rows[0]['round']} diverged (NaN or infinite loss): lower the planting "
+                f"learning rate (plant_lr, now {cfg.train.lr})")
+    if diverged == 0:
+        return f"no candidate fits within max_params={cfg.max_params}"
+    return (f"no candidate could be trained: {diverged} diverged (lower plant_lr, now {cfg.train.lr}), "
+            f"{len(rows) - diverged} over max_params={cfg.max_params}")
+
+
 def grow(initial: PlainCNN, teacher: torch.nn.Module, data: Data, cfg: GrowConfig | None = None,
          out_dir: str | Path | None = None, progress: bool = True) -> GrowResult:
-    """Grow `initial` by planting until validation loss stops falling (or a round/parameter limit).
+    """Grow `initial` by planting until the stop rule (or a round or parameter limit) ends it.
 
     With `out_dir`, the state is written after every candidate (grow_state.pt) and the history as
     history.csv after every round; rerunning with the same arguments resumes and gives the same history.
@@ -95,107 +155,116 @@ def grow(initial: PlainCNN, teacher: torch.nn.Module, data: Data, cfg: GrowConfi
     check_pair(initial, teacher)
     dev = data.train.x.device
     to_device(teacher, dev).eval()
-    tcfg = replace(cfg.train, progress=False, eval_each_epoch=False)  # candidates: validated once, below
-    # teacher logits once per split, reused by every candidate and round (unless augmentation needs it live)
-    targets = None if tcfg.augment or tcfg.loss != "kd" else teacher_logits(teacher, data.train.x, tcfg.eval_batch_size)
-    val_targets = teacher_logits(teacher, data.val.x, tcfg.eval_batch_size)  # (N_val, K) for the val_kd column
+    propose, selection, stop_rule = PROPOSALS[cfg.propose], SELECTIONS[cfg.select], STOP_RULES[cfg.stop]
+    trainer = CandidateTrainer(teacher, data, cfg)
+    state = PlantingState(Path(out_dir) if out_dir else None, cfg, initial, teacher, data, trainer)
+    if state.stop_reason:
+        return state.result()  # the run had finished: its result as it was
+    bar = tqdm(desc="planting", unit="candidate", disable=not progress)
+    while True:
+        if cfg.max_rounds is not None and state.round > cfg.max_rounds:
+            state.stop_reason = f"reached max_rounds={cfg.max_rounds}"
+            break
+        pending = [c for c in propose(state.current, state.round, cfg.channels) if c.key not in state.done]
+        for key, outcome in trainer.train(state.current, pending, state.round):
+            state.done[key] = outcome
+            state.save()
+            bar.update(1)
+        round_rows = [d["row"] for d in state.done.values()]
+        trained = [d["row"] for d in state.done.values() if d["net"] is not None]
+        if not trained:
+            state.rows.extend(round_rows)
+            state.stop_reason = no_winner_reason(round_rows, cfg)
+            break
+        winner = selection.choose(trained, state.kept_row())
+        keep, reason = stop_rule(winner, state.kept_row(), selection.metric, cfg.min_delta)
+        if not keep:
+            state.rows.extend(round_rows)
+            state.stop_reason = reason
+            break
+        state.keep(winner, next(d["net"] for d in state.done.values() if d["row"] is winner))
+        state.rows.extend(round_rows)
+        state.next_round()
+    bar.close()
+    state.finish()
+    return state.result()
 
-    def validate(net: PlainCNN) -> dict:
-        return evaluate(net, data.val, tcfg.eval_batch_size, val_targets, tcfg.T)
-    key = cfg.select_by  # the history column the search minimises
-    state_path = Path(out_dir) / "grow_state.pt" if out_dir else None
-    settings = asdict(replace(cfg, train=tcfg))
-    initial_arch, teacher_widths = initial.arch(), getattr(teacher, "widths", None)  # what a saved state must match
-    current = to_device(merge(initial), dev)
-    if state_path and state_path.exists():
-        state = safe_load(state_path, "planting state")
+
+class PlantingState:
+    """Everything a planting run has done so far, saved after every candidate so that a rerun resumes exactly."""
+
+    def __init__(self, out_dir: Path | None, cfg: GrowConfig, initial: PlainCNN, teacher: torch.nn.Module, data: Data,
+                 trainer: CandidateTrainer):
+        self.path = out_dir / "grow_state.pt" if out_dir else None
+        self.out_dir, self.data, self.trainer = out_dir, data, trainer
+        # what a saved state must match to be resumed: settings (max_rounds may change), networks, data split
+        self.settings = asdict(replace(cfg, train=trainer.tcfg))
+        self.identity = {"initial": fingerprint(initial), "teacher": fingerprint(teacher), "data": data.fingerprint()}
+        self.stop_reason = ""
+        if self.path and self.path.exists():
+            self._resume(cfg)
+        else:
+            self.current = to_device(merge(initial), data.train.x.device)
+            self.rows = [history_row(0, None, self.current, trainer.validate(self.current), 0.0)]
+            self._measure_test(self.rows[0])
+            self.round, self.done = 1, {}
+
+    def _resume(self, cfg: GrowConfig) -> None:
+        state = safe_load(self.path, "planting state")
         saved = dict(state.get("settings") or {})
-        if {**saved, "max_rounds": None} != {**settings, "max_rounds": None} or state.get("initial") != initial_arch \
-                or state.get("teacher") != teacher_widths:
-            raise PlantingError(f"{state_path}: this planting run was started with other settings or another "
-                                f"initial network; use another out_dir, or delete the file to start over")
-        current, rows, rnd, done = _unpack(state["current"], dev), state["rows"], state["round"], state["done"]
+        changed = sorted(k for k in set(saved) | set(self.settings)
+                         if k != "max_rounds" and saved.get(k) != self.settings.get(k))
+        changed += [k for k in self.identity if (state.get("identity") or {}).get(k) != self.identity[k]]
+        if changed:
+            what = {"initial": "another initial network", "teacher": "another teacher (its weights differ)",
+                    "data": "another data split"}
+            named = ", ".join(what.get(k, f"{k}") for k in changed)
+            raise PlantingError(f"{self.path}: this planting run was started with other settings ({named}); use "
+                                f"another out_dir, or delete {self.path.parent} to start over with these")
+        self.current, self.rows = unpack(state["current"], self.data.train.x.device), state["rows"]
+        self.round, self.done = state["round"], state["done"]
         # max_rounds only decides when to stop, so it may change on a run in progress (e.g. to cap a long run)
-        kept_rounds = max(r["round"] for r in rows if r["chosen"])
+        kept_rounds = max(r["round"] for r in self.rows if r["chosen"])
         if cfg.max_rounds is not None and kept_rounds > cfg.max_rounds:
-            raise PlantingError(f"{state_path}: this run already kept {kept_rounds} rounds, more than "
+            raise PlantingError(f"{self.path}: this run already kept {kept_rounds} rounds, more than "
                                 f"max_rounds={cfg.max_rounds}; allowed: max_rounds >= {kept_rounds} or None")
         capped = str(state.get("stop_reason", "")).startswith("reached max_rounds")
         if state.get("stop_reason") and not (capped and saved.get("max_rounds") != cfg.max_rounds):
-            return _result(current, rows, state["stop_reason"])  # the run had finished: its result as it was
-    else:
-        init_val = validate(current)
-        rows = [_row(0, None, current, init_val, 0.0)]
-        test = evaluate(current, data.test, tcfg.eval_batch_size)
-        rows[0].update(chosen=True, test_loss=test["loss"], test_acc=test["acc"])
-        rnd, done = 1, {}
-    best_val = min(r[key] for r in rows if r["chosen"])
-    stop_reason = ""
-    bar = tqdm(desc="planting", unit="candidate", disable=not progress)
+            self.stop_reason = state["stop_reason"]
 
-    def save_state() -> None:
-        if state_path:
-            atomic_save({"settings": settings, "initial": initial_arch, "teacher": teacher_widths,
-                         "current": _pack(current),
-                         "rows": rows, "round": rnd, "done": done, "stop_reason": stop_reason}, state_path)
+    def _measure_test(self, row: dict) -> None:
+        test = evaluate(self.current, self.data.test, self.trainer.tcfg.eval_batch_size)
+        row.update(chosen=True, test_loss=test["loss"], test_acc=test["acc"])
 
-    while True:
-        if cfg.max_rounds is not None and rnd > cfg.max_rounds:
-            stop_reason = f"reached max_rounds={cfg.max_rounds}"
-            break
-        layers = range(NUM_CONVS) if cfg.order == "search" else [(rnd - 1) % NUM_CONVS]
-        for layer in layers:
-            if layer in done:
-                continue
-            t0 = time.perf_counter()
-            seed = tcfg.seed * 1_000_003 + rnd * 101 + layer  # each candidate seeded on its own: resumable
-            torch.manual_seed(seed)
-            cand = plant(current, layer, cfg.channels, cfg.init, generator=torch.Generator().manual_seed(seed))
-            if cfg.max_params is not None and count_parameters(cand) > cfg.max_params:
-                done[layer] = {"row": _row(rnd, layer, cand, FAILED, 0.0, "over max_params"), "net": None}
-                continue
-            if cfg.finetune_old:
-                cand = merge(cand)
-            bar.set_description(f"round {rnd} conv{layer + 1}")
-            try:
-                fit(cand, data, replace(tcfg, seed=seed), teacher=teacher, targets=targets,
-                    desc=f"round {rnd} conv{layer + 1}")
-                val, status = validate(cand), "ok"
-            except NonFiniteLossError:  # this candidate is dropped and reported; the others go on
-                val, status = FAILED, "diverged"
-            done[layer] = {"row": _row(rnd, layer, cand, val, time.perf_counter() - t0, status),
-                           "net": _pack(merge(cand)) if status == "ok" else None}
-            save_state()
-            bar.update(1)
-        ok = [d for d in done.values() if d["net"] is not None]
-        round_rows = [done[k]["row"] for k in sorted(done)]
-        if not ok:
-            rows.extend(round_rows)
-            stop_reason = "no candidate could be trained within the limits"
-            break
-        best = min(ok, key=lambda d: d["row"][key])
-        if not best["row"][key] < best_val - cfg.min_delta:
-            rows.extend(round_rows)
-            stop_reason = f"validation loss stopped falling (best candidate's {key} {best['row'][key]:.4f} " \
-                          f">= {best_val:.4f} - {cfg.min_delta})"
-            break
-        current = _unpack(best["net"], dev)
-        test = evaluate(current, data.test, tcfg.eval_batch_size)
-        best["row"].update(chosen=True, test_loss=test["loss"], test_acc=test["acc"])
-        rows.extend(round_rows)
-        best_val = best["row"][key]
-        rnd, done = rnd + 1, {}
-        save_state()
-        if out_dir:
-            pd.DataFrame(rows).to_csv(Path(out_dir) / "history.csv", index=False)
-    bar.close()
-    if out_dir:
-        pd.DataFrame(rows).to_csv(Path(out_dir) / "history.csv", index=False)
-        save_state()
-    return _result(current, rows, stop_reason)
+    def kept_row(self) -> dict:
+        """The history row of the network kept so far."""
+        return [r for r in self.rows if r["chosen"]][-1]
 
+    def keep(self, row: dict, packed: dict) -> None:
+        """Make a round's winner the current network (its test metrics recorded for the history only)."""
+        self.current = unpack(packed, self.data.train.x.device)
+        self._measure_test(row)
 
-def _result(current: PlainCNN, rows: list[dict], stop_reason: str) -> GrowResult:
-    history = pd.DataFrame(rows)
-    history["layer"] = history["layer"].astype("Int64")
-    return GrowResult(current, history, stop_reason)
+    def next_round(self) -> None:
+        self.round, self.done = self.round + 1, {}
+        self.save()
+        self.write_history()
+
+    def save(self) -> None:
+        if self.path:
+            atomic_save({"settings": self.settings, "identity": self.identity, "current": pack(self.current),
+                         "rows": self.rows, "round": self.round, "done": self.done, "stop_reason": self.stop_reason},
+                        self.path)
+
+    def write_history(self) -> None:
+        if self.out_dir:
+            pd.DataFrame(self.rows).to_csv(self.out_dir / "history.csv", index=False)
+
+    def finish(self) -> None:
+        self.write_history()
+        self.save()
+
+    def result(self) -> GrowResult:
+        history = pd.DataFrame(self.rows)
+        history["layer"] = history["layer"].astype("Int64")
+        return GrowResult(self.current, history, self.stop_reason)

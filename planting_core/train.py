@@ -1,12 +1,12 @@
 """Training and evaluation loops on device-resident tensors: teachers, students and planted networks."""
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -18,89 +18,72 @@ warnings.filterwarnings("ignore", category=TqdmWarning)  # no ipywidgets: tqdm.a
 
 from .checkpoint import atomic_save, safe_load
 from .data import Data, Split, augment, batches
+from .device import autocast, to_device
 from .distill import ce_loss, kd_loss, teacher_logits
 from .errors import NonFiniteLossError, PlantingError
-from .models import to_device
-from .planting import frozen_inputs, is_planted, planted_forward, trainable_parameters
+from .params import DEFAULTS, check_value, default
 
 LOSSES = ("ce", "kd")
 NOT_EVALUATED = {"loss": float("nan"), "acc": float("nan")}  # an epoch that was not validated
 
 
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """The device to use: cuda, then mps, then cpu when `device` is None or "auto"; else the one named."""
-    if device is None or device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise PlantingError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PlantingError(f"device {device!r} was asked for, but no CUDA GPU is available; use 'auto' or 'cpu'")
-    return dev
-
-
 @dataclass
 class TrainConfig:
-    """How one network is trained (every choice the paper leaves open, in one place)."""
-    epochs: int = 10  # passes over the training split
-    batch_size: int = 128  # images per SGD step
-    lr: float = 0.05  # peak learning rate, reached after the warm-up, then cosine-annealed to 0
-    warmup: float = 1.0  # epochs of linear learning-rate warm-up (keeps plain, BN-free nets from dying early)
-    momentum: float = 0.9  # SGD momentum
-    weight_decay: float = 5e-4  # L2 on the trainable weights only (frozen buffers never see it)
+    """How one network is trained (every choice the paper leaves open); defaults and meanings: planting_core.params."""
+    epochs: int = default("epochs")  # passes over the training split
+    batch_size: int = default("batch_size")  # images per SGD step
+    lr: float = default("lr")  # peak learning rate, reached after the warm-up, then cosine-annealed to 0
+    warmup: float = default("warmup")  # epochs of linear learning-rate warm-up
+    momentum: float = default("momentum")  # SGD momentum
+    weight_decay: float = default("weight_decay")  # L2 on the trainable weights only
     loss: str = "ce"  # "ce": labels; "kd": distil from the teacher
-    T: float = 4.0  # KD temperature
-    alpha: float = 0.0  # weight of CE mixed into the KD loss (0 = pure KD, as on the poster)
-    augment: bool = False  # random flip + crop on the device (the teacher then runs live)
-    flip: bool = True  # with augment: random horizontal flips
-    crop_pad: int = 2  # with augment: zero padding of the random crop, in pixels
-    seed: int = 0  # batch order and augmentation; same seed, same run
-    eval_batch_size: int = 256  # images per forward pass when evaluating (256 is fastest on CPU here)
-    cache_frozen: bool = True  # planted nets: compute the frozen part once, not every epoch (no augmentation)
-    cache_bytes: int = 2 ** 30  # ...if it fits in this many bytes; else it is recomputed per batch
-    progress: bool = True  # tqdm progress bar
-    eval_each_epoch: bool = True  # validate after every epoch (else only after the last one)
+    T: float = default("T")  # KD temperature
+    alpha: float = default("alpha")  # weight of CE mixed into the KD loss (0 = pure KD, as on the poster)
+    augment: bool = default("augment")  # random flip + crop on the device (the teacher then runs live)
+    flip: bool = default("flip")  # with augment: random horizontal flips
+    crop_pad: int = default("crop_pad")  # with augment: zero padding of the random crop, in pixels
+    seed: int = default("seed")  # batch order and augmentation; same seed, same run
+    eval_batch_size: int = default("eval_batch_size")  # images per forward pass when evaluating
+    cache_frozen: bool = default("cache_frozen")  # frozen prefix computed once, not every epoch (no augmentation)
+    cache_bytes: int = default("cache_bytes")  # ...if it fits in this many bytes; else recomputed per batch
+    progress: bool = default("progress")  # tqdm progress bar
+    eval_each_epoch: bool = default("eval_each_epoch")  # validate after every epoch (else only after the last)
 
     def check(self) -> "TrainConfig":
-        """Raise a PlantingError naming the first bad field."""
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "epochs" else 1):
-                raise PlantingError(f"{name} must be a {'non-negative' if name == 'epochs' else 'positive'} "
-                                    f"integer, got {v!r}")
+        """Raise a PlantingError naming the first field the parameter table does not allow."""
         if self.loss not in LOSSES:
             raise PlantingError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        for name in ("lr", "T", "momentum", "weight_decay", "alpha", "warmup"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-                raise PlantingError(f"{name} must be a non-negative number, got {v!r}")
-        if self.T <= 0 or not 0 <= self.alpha <= 1:
-            raise PlantingError(f"need T > 0 and 0 <= alpha <= 1, got T={self.T!r}, alpha={self.alpha!r}")
+        for name, value in asdict(self).items():
+            if name not in ("loss", "seed"):  # seed: candidates derive their own, larger than a user's
+                check_value(name, value)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2 ** 40:
+            raise PlantingError(f"seed must be an integer from 0 to 2**40 - 1, got {self.seed!r}")
         return self
 
 
-def _autocast(device: torch.device):
-    """bf16 autocast on CUDA; nothing elsewhere (CPU bf16 is slower for these small convs)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+@runtime_checkable
+class FrozenPrefix(Protocol):
+    """A network whose forward pass starts with a part that never trains.
+
+    fit() computes ``frozen_prefix(x)`` without autograd (once for all epochs when the images do not change, i.e.
+    without augmentation, and it fits in memory) and trains through ``forward_from_prefix(*prefix)``, which
+    returns the logits.
+    """
+    def frozen_prefix(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]: ...
+
+    def forward_from_prefix(self, *prefix: torch.Tensor) -> torch.Tensor: ...
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, batch_size: int = 256, targets: torch.Tensor | None = None,
-             T: float = 4.0) -> dict[str, float]:
+             T: float = DEFAULTS["T"]) -> dict[str, float]:
     """Cross-entropy loss and accuracy of `model` on a split; with teacher logits `targets` (N, K) also "kd"."""
     was_training = model.training
     dev = split.x.device
     to_device(model, dev).eval()
     loss_sum, kd_sum = torch.zeros((), device=dev), torch.zeros((), device=dev)
     correct = torch.zeros((), device=dev, dtype=torch.long)
-    with _autocast(dev):
+    with autocast(dev):
         for i in range(0, len(split), batch_size):
             logits = model(split.x[i:i + batch_size]).float()  # (B, K)
             y = split.y[i:i + batch_size]
@@ -125,18 +108,24 @@ def check_pair(student: nn.Module, teacher: nn.Module) -> None:
                                 f"distillation needs the same classes and input shape")
 
 
-def _frozen_cache(model: nn.Module, x: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """frozen_inputs() for the whole training split, or None if it would not fit in cfg.cache_bytes."""
-    h, z = frozen_inputs(model, x[:1])
-    if (h.numel() + z.numel()) * h.element_size() * len(x) > cfg.cache_bytes:
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters an optimiser should see (in a planted network: only the new weights)."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _prefix_cache(model: FrozenPrefix, x: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, ...] | None:
+    """model.frozen_prefix() of the whole training split, or None if it would not fit in cfg.cache_bytes."""
+    per_image = sum(t[:1].numel() * t.element_size() for t in model.frozen_prefix(x[:1]))
+    if per_image * len(x) > cfg.cache_bytes:
         return None
-    parts = [frozen_inputs(model, x[i:i + cfg.eval_batch_size]) for i in range(0, len(x), cfg.eval_batch_size)]
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    parts = [model.frozen_prefix(x[i:i + cfg.eval_batch_size]) for i in range(0, len(x), cfg.eval_batch_size)]
+    return tuple(torch.cat(p) for p in zip(*parts))
 
 
 def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | None = None,
         targets: torch.Tensor | None = None, checkpoint: str | Path | None = None, desc: str = "train") -> list[dict]:
-    """Train the trainable parameters of `model` (all of a plain net, only the new ones of a planted net).
+    """Train the trainable parameters of `model` (those with requires_grad; a FrozenPrefix trains through its
+    own fast path).
 
     loss "kd" distils from `teacher`; `targets` may pass its cached train-split logits (N, K). With
     `checkpoint`, the state is written atomically after every epoch and a rerun resumes from it.
@@ -176,10 +165,10 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         history, first = state["history"], state["epoch"] + 1
-    # a planted net's frozen part (layers before the planted one, the old channels of it and of the next
-    # layer) is computed without autograd: once for all epochs if no augmentation and it fits, else per batch
-    planted = is_planted(model) and hasattr(model, "planted_layer")
-    cache = _frozen_cache(model, data.train.x, cfg) if planted and cfg.cache_frozen and not cfg.augment else None
+    # a network with a frozen prefix (e.g. a planted one) computes it without autograd: once for all epochs if
+    # no augmentation and it fits, else per batch
+    split = isinstance(model, FrozenPrefix)
+    cache = _prefix_cache(model, data.train.x, cfg) if split and cfg.cache_frozen and not cfg.augment else None
     n_train = len(data.train)
     bar = tqdm(total=steps * (cfg.epochs - first), desc=desc, disable=not cfg.progress, leave=False)
     for epoch in range(first, cfg.epochs):
@@ -190,7 +179,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
             xb, yb = data.train.x[idx], data.train.y[idx]
             if cfg.augment:
                 xb = augment(xb, gen, cfg.flip, cfg.crop_pad)
-            with _autocast(dev):
+            with autocast(dev):
                 if cfg.loss == "kd":
                     if targets is not None:
                         tb = targets[idx]
@@ -198,9 +187,9 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
                         with torch.no_grad():
                             tb = teacher(xb)  # live teacher on the same augmented view
                 if cache is not None:
-                    logits = planted_forward(model, cache[0][idx], cache[1][idx])  # (B, K)
-                elif planted:
-                    logits = planted_forward(model, *frozen_inputs(model, xb))
+                    logits = model.forward_from_prefix(*(c[idx] for c in cache))  # (B, K)
+                elif split:
+                    logits = model.forward_from_prefix(*model.frozen_prefix(xb))
                 else:
                     logits = model(xb)
                 loss = kd_loss(logits, tb, cfg.T, yb, cfg.alpha) if cfg.loss == "kd" else ce_loss(logits, yb)

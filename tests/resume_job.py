@@ -23,7 +23,7 @@ teacher = pc.load_checkpoint(out / "teacher.pt")
 torch.manual_seed(1)
 initial = pc.PlainCNN([4] * 5, **data.model_kwargs())
 pc.fit(initial, data, pc.TrainConfig(epochs=1, lr=0.02, batch_size=32, progress=False))
-grow_cfg = pc.GrowConfig(channels=2, max_rounds=3, min_delta=-1.0,
+grow_cfg = pc.GrowConfig(channels=2, max_rounds=3, stop="fixed-rounds",
                          train=pc.TrainConfig(epochs=4, lr=0.01, batch_size=32, loss="kd", progress=False))
 result = pc.grow(initial, teacher, data, grow_cfg, out_dir=out, progress=False)
 print("done", result.model.widths)

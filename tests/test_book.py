@@ -6,8 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from planting_core.batch import executed_with, source_hash
-from planting_core.book import BOOK_RUNS, ROOT, book_notebooks, build
+from tools.batch import executed_with, source_hash
+from tools.book import BOOK_RUNS, ROOT, book_notebooks, build
 
 
 def executed_notebooks():
@@ -16,11 +16,11 @@ def executed_notebooks():
 
 @pytest.mark.parametrize("path", executed_notebooks(), ids=lambda p: f"{p.parents[1].name}/{p.name}")
 def test_book_notebooks_are_executed_and_fresh(path):
-    assert path.exists(), f"{path} is missing: run `python -m planting_core.book`"
+    assert path.exists(), f"{path} is missing: run `python -m tools.book`"
     nb = json.loads(path.read_text())
     meta = executed_with(path)
     assert meta.get("source_hash") == source_hash(ROOT / "notebooks" / path.name, meta.get("parameters", {})), \
-        f"{path.name} is stale: its source notebook changed; run `python -m planting_core.book`"
+        f"{path.name} is stale: its source notebook changed; run `python -m tools.book`"
     outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
     assert outputs and not any(o["output_type"] == "error" for o in outputs)
 
@@ -86,9 +86,9 @@ def test_summary_has_every_network_and_seed(run):
 
 
 def test_readme_results_match_the_summaries():
-    from planting_core.book import README, RESULTS_END, RESULTS_START, results_markdown
+    from tools.book import README, RESULTS_END, RESULTS_START, results_markdown
     block = README.read_text().split(RESULTS_START, 1)[1].split(RESULTS_END, 1)[0]
     assert block.strip() == results_markdown().strip(), \
-        "README's results are stale: run `python -m planting_core.book` (it rewrites them from summary.csv)"
+        "README's results are stale: run `python -m tools.book` (it rewrites them from summary.csv)"
     for run in BOOK_RUNS:
         assert f"results/{run}/summary.csv" in block

@@ -70,3 +70,13 @@ def test_failed_save_leaves_no_temp_file(tmp_path):
     with pytest.raises(Exception):
         pc.atomic_save({"f": lambda x: x}, tmp_path / "bad.pt")  # a lambda cannot be pickled
     assert not list(tmp_path.glob("*.tmp")) and not (tmp_path / "bad.pt").exists()
+
+
+def test_numpy_and_torch_scalars_in_metadata_are_saved_as_plain_numbers(tmp_path):
+    import numpy as np
+    import pandas as pd
+    mean = pd.Series([0.5, 0.7]).mean()  # a numpy float64, as pandas gives
+    pc.save_checkpoint(pc.PlainCNN([4] * 5), tmp_path / "n.pt", acc=mean, n=np.int64(3), t=torch.tensor(1.5),
+                       pair=(np.float32(1.0), 2))
+    meta = pc.load_checkpoint(tmp_path / "n.pt").meta  # loads with weights_only=True
+    assert meta == {"acc": 0.6, "n": 3, "t": 1.5, "pair": [1.0, 2]} and type(meta["acc"]) is float

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import planting_core as pc
-from planting_core.batch import notebook_parameters, notebooks, run_batch
+from tools.batch import notebook_parameters, notebooks, run_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,7 @@ def test_nbval_reruns_the_smoke_copies(smoke):
 
 
 def test_batch_unknown_dataset_is_one_clear_line():
-    proc = subprocess.run([sys.executable, "-m", "planting_core.batch", "--dataset", "imagenet"],
+    proc = subprocess.run([sys.executable, "-m", "tools.batch", "--dataset", "imagenet"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert "unknown dataset 'imagenet'; known datasets: cifar10, cifar100, stl10, fashion-mnist" in proc.stderr
@@ -69,7 +69,7 @@ def test_batch_unknown_dataset_is_one_clear_line():
 
 
 def test_batch_list_shows_datasets_and_parameters():
-    proc = subprocess.run([sys.executable, "-m", "planting_core.batch", "--list"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "tools.batch", "--list"], capture_output=True, text=True,
                           cwd=ROOT)
     assert proc.returncode == 0
     assert "imagefolder" in proc.stdout and "03_planting.ipynb" in proc.stdout and "plant_epochs = 10" in proc.stdout
@@ -78,8 +78,40 @@ def test_batch_list_shows_datasets_and_parameters():
 def test_batch_rejects_unknown_and_mistyped_parameters(tmp_path):
     with pytest.raises(pc.PlantingError, match="unknown parameter"):
         run_batch("fashion-mnist", "smoke", {"epochz": 3}, out=tmp_path)
-    with pytest.raises(pc.PlantingError, match="parameter 'epochs' must be a positive integer, got '3'"):
+    with pytest.raises(pc.PlantingError, match="parameter 'epochs' must be an integer from 1 to 10000, got '3'"):
         run_batch("fashion-mnist", "smoke", {"epochs": "3"}, out=tmp_path)
+
+
+@pytest.mark.parametrize("sets,only,match", [
+    ({"T": 0}, None, "parameter 'T' must be a number above 0"),  # used by notebook 02 on: refused before 01 runs
+    ({"seeds": []}, None, "parameter 'seeds' must be a non-empty list"),
+    ({"student_widths": [0]}, None, "parameter 'student_widths' must be"),
+    ({"quick": "abc"}, None, "parameter 'quick' must be True or False"),
+    ({"out_dir": "elsewhere"}, None, "out_dir cannot be set"),
+    ({}, ["zzz"], "no notebook matches --only zzz"),
+])
+def test_batch_checks_everything_before_any_notebook_runs(tmp_path, sets, only, match):
+    with pytest.raises(pc.PlantingError, match=match):
+        run_batch("fashion-mnist", "smoke", sets, out=tmp_path, only=only)
+    assert not (tmp_path / "notebooks").exists()  # nothing ran
+
+
+def test_a_failed_notebook_never_replaces_a_good_executed_one(tmp_path):
+    import nbformat
+    from tools.batch import run_notebook
+    src = tmp_path / "src" / "00_tiny.ipynb"
+    src.parent.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                                         nbformat.v4.new_code_cell("assert x == 1, 'x is not 1'")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, src)
+    dest = tmp_path / "run" / "00_tiny.ipynb"
+    run_notebook(src, dest, {"x": 1}, tmp_path)
+    good = dest.read_text()
+    with pytest.raises(Exception, match="x is not 1"):
+        run_notebook(src, dest, {"x": 2}, tmp_path)
+    assert dest.read_text() == good
+    assert "x is not 1" in (tmp_path / "run" / "00_tiny.failed.ipynb").read_text()
 
 
 def test_notebook_itself_names_a_mistyped_parameter(tmp_path):
@@ -93,7 +125,7 @@ def test_notebook_itself_names_a_mistyped_parameter(tmp_path):
 def test_a_source_edited_during_its_run_leaves_the_copy_stale(tmp_path, monkeypatch):
     import nbformat
     import papermill as pm
-    from planting_core.batch import executed_with, run_notebook, source_hash
+    from tools.batch import executed_with, run_notebook, source_hash
     src = tmp_path / "src" / "00_tiny.ipynb"
     src.parent.mkdir()
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -71,13 +73,16 @@ def test_resume_with_other_settings_is_refused(data, tmp_path):
 
 def test_nan_loss_is_reported(data):
     net = pc.PlainCNN([8] * 5, **data.model_kwargs())
+    overflowing = dataclasses.replace(data, train=pc.Split(data.train.x * 1e38, data.train.y))  # logits overflow
     with pytest.raises(pc.NonFiniteLossError, match="lower the learning rate"):
-        pc.fit(net, data, pc.TrainConfig(epochs=2, lr=1e6, progress=False))
+        pc.fit(net, overflowing, pc.TrainConfig(epochs=2, progress=False))
 
 
 @pytest.mark.parametrize("field,value,match", [
-    ("epochs", -1, "epochs must be"), ("batch_size", 0, "batch_size must be"), ("loss", "mse", "loss must be one of"),
-    ("lr", "0.1", "lr must be a non-negative number"), ("T", 0.0, "need T > 0"),
+    ("epochs", -1, "'epochs' must be an integer from 1 to"), ("epochs", 0, "'epochs' must be an integer from 1 to"),
+    ("batch_size", 0, "'batch_size' must be"), ("loss", "mse", "loss must be one of"),
+    ("lr", "0.1", "'lr' must be a number above 0"), ("lr", 0.0, "'lr' must be a number above 0"),
+    ("T", 0.0, "'T' must be a number above 0"), ("lr", float("nan"), "'lr' must be a number above 0"),
 ])
 def test_bad_config_is_explained(data, field, value, match):
     net = pc.PlainCNN([8] * 5, **data.model_kwargs())
@@ -122,7 +127,8 @@ def test_augmented_kd_runs_the_teacher_live_and_plants(data, teacher, monkeypatc
     monkeypatch.setattr(pc.train, "teacher_logits", counting)
     torch.manual_seed(0)
     net = pc.PlainCNN([8] * 5, **data.model_kwargs())
-    cfg = pc.TrainConfig(epochs=2, lr=0.01, batch_size=32, loss="kd", augment=True, crop_pad=2, progress=False)
+    cfg = pc.TrainConfig(epochs=4, lr=0.02, batch_size=32, loss="kd", T=4.0, augment=True, flip=False, crop_pad=1,
+                         progress=False)  # flips would turn the synthetic class patterns into other patterns
     hist = pc.fit(net, data, cfg, teacher=teacher)
     assert calls["n"] == 0  # no cache: every augmented batch goes through the live teacher
     assert hist[-1]["val_acc"] > 0.3

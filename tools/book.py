@@ -1,6 +1,6 @@
 """Build the book: execute the notebooks whose outputs are missing or stale, then run Jupyter Book.
 
-    python -m planting_core.book [--strict] [--force]
+    python -m tools.book [--strict] [--force]
 
 The executed notebooks live in results/<run>/notebooks/ and are committed; a notebook is re-executed
 only if its source notebook or its parameters changed since (see batch.source_hash).
@@ -13,13 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .batch import notebooks, run_batch
-from .errors import PlantingError, cli
+from planting_core.errors import PlantingError, cli
+from tools.batch import notebooks, run_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 # the book's runs: run folder under results/ -> (dataset, profile, parameter overrides, notebooks or None for all)
 BOOK_RUNS: dict[str, tuple[str, str, dict, list[str] | None]] = {
-    "fashion-mnist-5k": ("fashion-mnist", "full", {"seeds": [0, 1, 2]}, None),
+    "fashion-mnist-5k": ("fashion-mnist", "full", {"subset": 5000, "seeds": [0, 1, 2]}, None),
     # all 54,000 training images: 3 seeds up to [32] (1 for [64]), 3 epochs per candidate, at most 10 rounds,
     # ablations of 2 rounds; no performance appendix (it is the same machine)
     "fashion-mnist-full": ("fashion-mnist", "full", {"subset": None, "plant_epochs": 3, "max_rounds": 10,
@@ -41,7 +41,7 @@ def execute_book_runs(force: bool = False) -> None:
 
 
 README = ROOT / "README.md"
-RESULTS_START = "<!-- results: written by `python -m planting_core.book` from results/*/summary.csv; do not edit -->"
+RESULTS_START = "<!-- results: written by `python -m tools.book` from results/*/summary.csv; do not edit -->"
 RESULTS_END = "<!-- end of results -->"
 
 
@@ -49,7 +49,7 @@ def results_markdown() -> str:
     """The README's results block: every book run's summary.csv in the poster's form (mean ± std over seeds)."""
     import pandas as pd
 
-    from .experiments import poster_table
+    from planting_core import poster_table
     parts = []
     for run in BOOK_RUNS:
         path = ROOT / "results" / run / "summary.csv"
@@ -87,7 +87,7 @@ def build(strict: bool = False, out: Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m planting_core.book", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.book", description=__doc__.splitlines()[0])
     ap.add_argument("--strict", action="store_true", help="treat every Sphinx warning as an error (as CI does)")
     ap.add_argument("--force", action="store_true", help="re-execute every notebook")
     ap.add_argument("--no-execute", action="store_true", help="build from the committed outputs only")

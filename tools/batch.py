@@ -1,8 +1,10 @@
 """Batch reruns: execute the notebooks with papermill for one dataset into a run folder.
 
-    python -m planting_core.batch --dataset fashion-mnist --profile quick
-    python -m planting_core.batch --dataset imagefolder --set data_root=/data/flowers --set subset=None
-    python -m planting_core.batch --list
+    python -m tools.batch --dataset fashion-mnist --profile quick
+    python -m tools.batch --dataset imagefolder --set data_root=/data/flowers --set subset=None
+    python -m tools.batch --list
+
+A repository tool (it runs the repository's notebooks/); the installed library knows nothing of it.
 """
 from __future__ import annotations
 
@@ -18,20 +20,11 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from .data import DATASETS, check_dataset_name
-from .errors import PlantingError, cli
-from .params import check_params
+from planting_core.data import DATASETS, check_dataset_name
+from planting_core.errors import PlantingError, cli
+from planting_core.params import PROFILES, check_params
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-# parameter overrides per profile; anything not named keeps the notebook's own default
-PROFILES: dict[str, dict] = {
-    "smoke": dict(subset=256, val_size=64, teacher_width=8, teacher_epochs=1, widths=[4, 4, 4, 4, 4],
-                  student_widths=[4, 8], epochs=1, plant_epochs=1, max_rounds=1, ablation_rounds=1,
-                  progress=False, quick=True),
-    "quick": dict(subset=2000, teacher_epochs=5, epochs=5, student_widths=[8, 16, 32], plant_epochs=2, max_rounds=3,
-                  ablation_rounds=2, progress=False, quick=True),
-    "full": dict(progress=False),
-}
 
 
 def notebooks(folder: Path = NOTEBOOK_DIR, only: list[str] | None = None) -> list[Path]:
@@ -97,55 +90,87 @@ def _stderr_to(stream) -> Iterator[None]:
 
 
 def run_notebook(src: Path, dest: Path, params: dict, cwd: Path) -> float:
-    """Execute one notebook with papermill (outputs saved even if it fails); returns seconds taken."""
+    """Execute one notebook with papermill into `dest`; returns seconds taken.
+
+    A failed run never replaces `dest`: it is written beside it as NN_name.failed.ipynb (and the error names it).
+    """
     import papermill as pm
     t0 = time.perf_counter()
     dest.parent.mkdir(parents=True, exist_ok=True)
     text = src.read_text()  # one snapshot: an edit during the run cannot make these outputs look fresh
     stamp = {"source_hash": source_hash(src, params, text), "parameters": params}
-    with tempfile.TemporaryDirectory() as tmp, open(dest.with_suffix(".log"), "w") as log, _stderr_to(log):
-        snapshot = Path(tmp) / src.name
-        snapshot.write_text(text)
-        pm.execute_notebook(str(snapshot), str(dest), parameters=params, kernel_name="python3", progress_bar=False,
-                            cwd=str(cwd), log_output=False)  # the kernel's own chatter goes to the log
-    nb = json.loads(dest.read_text())
+    partial, failed = dest.with_suffix(".partial.ipynb"), failed_copy(dest)
+    try:
+        with tempfile.TemporaryDirectory() as tmp, open(dest.with_suffix(".log"), "w") as log, _stderr_to(log):
+            snapshot = Path(tmp) / src.name
+            snapshot.write_text(text)
+            pm.execute_notebook(str(snapshot), str(partial), parameters=params, kernel_name="python3",
+                                progress_bar=False, cwd=str(cwd), log_output=False)  # kernel chatter: the log
+    except BaseException:
+        if partial.exists():
+            os.replace(partial, failed)
+        raise
+    nb = json.loads(partial.read_text())
     nb["metadata"]["papermill"]["input_path"] = f"{src.parent.name}/{src.name}"
     nb["metadata"]["planting_book"] = stamp
-    dest.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    partial.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    os.replace(partial, dest)
+    failed.unlink(missing_ok=True)  # an earlier failure of this notebook is superseded
     return time.perf_counter() - t0
 
 
-def run_batch(dataset: str, profile: str = "quick", sets: dict | None = None, out: Path | None = None,
-              only: list[str] | None = None, folder: Path = NOTEBOOK_DIR, force: bool = False) -> Path:
-    """Run every notebook (or those whose names contain one of `only`) for `dataset` into a run folder."""
+def failed_copy(dest: Path) -> Path:
+    """Where a failed execution of `dest` is kept: NN_name.failed.ipynb beside it."""
+    return dest.with_name(dest.stem + ".failed.ipynb")
+
+
+def plan_batch(dataset: str, profile: str, sets: dict, out: Path, only: list[str] | None,
+               folder: Path = NOTEBOOK_DIR) -> list[tuple[Path, Path, dict]]:
+    """(source, executed copy, parameters) for every notebook to run, every parameter checked before any work."""
     name = check_dataset_name(dataset)
     if profile not in PROFILES:
         raise PlantingError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
-    out = (out or Path("runs") / f"{name}-{profile}").resolve()
-    todo = {nb: notebook_parameters(nb) for nb in notebooks(folder, only)}
+    chosen = notebooks(folder, only)
+    if not chosen:
+        names = ", ".join(nb.stem for nb in notebooks(folder))
+        raise PlantingError(f"no notebook matches --only {' '.join(only or [])}; notebooks: {names}")
+    todo = {nb: notebook_parameters(nb) for nb in chosen}
     known = set().union(*todo.values())
-    sets = sets or {}
+    if "out_dir" in sets:
+        raise PlantingError("out_dir cannot be set: the batch runner sets it to the run folder; use --out")
     unknown = sorted(set(sets) - known)
     if unknown:
         raise PlantingError(f"unknown parameter(s) {unknown}; the notebooks take: {', '.join(sorted(known))}")
-    print(f"run folder: {out}", flush=True)
-    for i, (nb, accepted) in enumerate(todo.items(), 1):
+    plan = []
+    for nb, accepted in todo.items():
         params = {k: v for k, v in {**PROFILES[profile], "dataset": name, **sets}.items() if k in accepted}
         dest = out / "notebooks" / nb.name
         if "out_dir" in accepted:  # the kernel runs beside the executed copy: ".." is the run folder
             params["out_dir"] = os.path.relpath(out, dest.parent)
         check_params(params)
+        plan.append((nb, dest, params))
+    return plan
+
+
+def run_batch(dataset: str, profile: str = "quick", sets: dict | None = None, out: Path | None = None,
+              only: list[str] | None = None, folder: Path = NOTEBOOK_DIR, force: bool = False) -> Path:
+    """Run every notebook (or those whose names contain one of `only`) for `dataset` into a run folder."""
+    out = (out or Path("runs") / f"{check_dataset_name(dataset)}-{profile}").resolve()
+    plan = plan_batch(dataset, profile, sets or {}, out, only, folder)
+    print(f"run folder: {out}", flush=True)
+    for i, (nb, dest, params) in enumerate(plan, 1):
         if not force and executed_with(dest).get("source_hash") == source_hash(nb, params):
-            print(f"[{i}/{len(todo)}] {nb.stem}: up to date, kept", flush=True)
+            print(f"[{i}/{len(plan)}] {nb.stem}: up to date, kept", flush=True)
             continue
-        print(f"[{i}/{len(todo)}] {nb.stem} ...", end=" ", flush=True)
+        print(f"[{i}/{len(plan)}] {nb.stem} ...", end=" ", flush=True)
         try:
             seconds = run_notebook(nb, dest, params, dest.parent)
         except Exception as err:  # papermill's error names the failing cell; the partial notebook is kept
             print("FAILED", flush=True)
+            kept = f"; {dest} is left as it was" if dest.exists() else ""
             raise PlantingError(f"{nb.name} failed: {getattr(err, 'ename', type(err).__name__)}: "
                                 f"{getattr(err, 'evalue', str(err)).strip()[:500]} (the executed notebook, up to "
-                                f"the failing cell, is {dest})") from None
+                                f"the failing cell, is {failed_copy(dest)}{kept})") from None
         print(f"ok ({seconds:.0f} s)", flush=True)
     return out
 
@@ -161,7 +186,7 @@ def list_everything(folder: Path = NOTEBOOK_DIR) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m planting_core.batch", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.batch", description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", help=f"one of: {', '.join(DATASETS)}")
     ap.add_argument("--profile", default="quick", help=f"one of: {', '.join(PROFILES)} (default quick)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a notebook parameter")

@@ -1,0 +1,102 @@
+"""Tables and numbers for the book: result rows, the poster's table, the paper's claims tested, compute time."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .checkpoint import load_checkpoint
+from .models import PlainCNN, count_parameters
+from .runfolder import RunFolder
+
+SUMMARY_COLUMNS = ["model", "widths", "params", "loss_fn", "seed", "test_acc", "test_loss"]
+
+
+def result_row(model: str, net: PlainCNN, loss_fn: str, seed: int, test: dict | None = None) -> dict:
+    """One row of a results table in the summary.csv form (test metrics from the checkpoint's metadata)."""
+    meta = getattr(net, "meta", {})
+    test = test or {"acc": meta["test_acc"], "loss": meta["test_loss"]}
+    return dict(model=model, widths=str(list(net.widths)), params=count_parameters(net), loss_fn=loss_fn, seed=seed,
+                test_acc=test["acc"], test_loss=test["loss"])
+
+
+def claims(students: pd.DataFrame, acc: float, params: float, teacher: PlainCNN) -> dict:
+    """The paper's claims tested for a grown network of mean test accuracy `acc` and mean size `params`.
+
+    Against the best fixed-width student (mean over seeds, any loss) with at most twice `params`, and against
+    the teacher (within 0.5 points with at most 20% of its parameters). Gaps are in percentage points.
+    """
+    means = (students.groupby(["widths", "loss_fn"]).agg(params=("params", "first"), acc=("test_acc", "mean"))
+             .reset_index())
+    near = means[means["params"] <= 2 * params]
+    teacher_params = count_parameters(teacher)
+    teacher_gap = (teacher.meta["test_acc"] - acc) * 100
+    out = dict(near_student="none (no student was trained that small)", near_student_acc=float("nan"),
+               near_gap=float("nan"), size_target="not tested")
+    if len(near):
+        best = near.loc[near["acc"].idxmax()]
+        out = dict(near_student=f"{best['widths']} ({best['loss_fn'].upper()}, {best['params']:,} parameters)",
+                   near_student_acc=float(best["acc"]), near_gap=float((acc - best["acc"]) * 100),
+                   size_target="met" if acc >= best["acc"] else "missed")
+    return {**out, "teacher_gap": float(teacher_gap), "fraction": float(params / teacher_params),
+            "teacher_target": "met" if teacher_gap <= 0.5 and params <= 0.2 * teacher_params else "missed"}
+
+
+def compute_time(out_dir: str | Path) -> pd.DataFrame:
+    """Seconds of training (and per-epoch validation) behind a run folder, per stage, from what it saved.
+
+    Read from the checkpoints' per-epoch histories and the planting histories, so the time of a run that
+    was interrupted and resumed, or of notebooks re-executed on saved results, is counted once.
+    """
+    folder = RunFolder(out_dir)
+    stages = {"teacher": [folder.teacher], "initial networks": folder.initials(),
+              "fixed-width students": [s.path for s in folder.students()]}
+    rows = []
+    for stage, paths in stages.items():
+        nets = [load_checkpoint(p) for p in paths if p.exists()]
+        rows.append(dict(stage=stage, runs=len(nets),
+                         seconds=sum(e["seconds"] for n in nets for e in n.meta.get("history", []))))
+    for stage, name in (("planting (every candidate)", "planting"), ("ablations (every candidate)", "ablations"),
+                        ("grown variants (every candidate)", "variants")):
+        histories = [pd.read_csv(RunFolder.history(run)) for run in folder.planting_runs(name)]
+        if histories or name == "planting":  # one row per candidate, after the initial network's row
+            rows.append(dict(stage=stage, runs=sum(len(h) - 1 for h in histories),
+                             seconds=float(sum(h["seconds"].sum() for h in histories))))
+    table = pd.DataFrame(rows)
+    table.loc[len(table)] = dict(stage="total", runs=table["runs"].sum(), seconds=table["seconds"].sum())
+    table["minutes"] = (table["seconds"] / 60).round(1)
+    return table
+
+
+def glue(name: str, value, display: bool = False) -> None:
+    """myst-nb's glue where it is installed (the book build); a no-op elsewhere (e.g. Colab)."""
+    try:
+        from myst_nb import glue as _glue
+    except ImportError:
+        return
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy/torch scalar -> float or int,
+        value = value.item()  # so that {glue:text}`name:.2%` can format it
+    _glue(name, value, display=display)
+
+
+def poster_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The poster's results table from summary.csv rows: one line per network and loss, mean ± std over seeds."""
+    order = {"teacher": 0, "initial": 1, "student": 2, "planted": 3}
+    summary = summary.copy()
+    grown = summary["model"] == "planted"
+    if summary.loc[grown, "widths"].nunique() > 1:  # each seed grows its own widths: one line, mean params
+        summary["widths"] = summary["widths"].astype(object)
+        summary.loc[grown, "widths"] = "grown (varies by seed)"
+    g = summary.groupby(["model", "widths", "loss_fn"], sort=False)
+    table = g.agg(params=("params", "mean"), test_loss=("test_loss", "mean"), test_loss_std=("test_loss", "std"),
+                  test_acc=("test_acc", "mean"), test_acc_std=("test_acc", "std"), seeds=("seed", "count"))
+    table = table.reset_index()
+    table["params"] = table["params"].round().astype(int)
+
+    def pm(mean: float, std: float, scale: float, digits: int) -> str:
+        return f"{mean * scale:.{digits}f}" + ("" if pd.isna(std) else f" ± {std * scale:.{digits}f}")
+    table["test loss"] = [pm(m, s, 1, 4) for m, s in zip(table["test_loss"], table["test_loss_std"])]
+    table["test acc (%)"] = [pm(m, s, 100, 2) for m, s in zip(table["test_acc"], table["test_acc_std"])]
+    table["loss"] = table["loss_fn"].map({"ce": "CE", "kd": "KD"})
+    table = table.sort_values(["model", "params", "loss"], key=lambda c: c.map(order) if c.name == "model" else c)
+    return table[["model", "widths", "params", "test loss", "test acc (%)", "loss", "seeds"]].reset_index(drop=True)

@@ -1,0 +1,107 @@
+"""The layout of a run folder: every file name is written and parsed here, and nowhere else.
+
+    teacher.pt                       the teacher
+    initial-seed<S>.pt               the initial network of seed S
+    students/w<W>-<loss>-seed<S>.pt  fixed-width students [W]*5, loss "ce" or "kd"
+    planting/seed<S>/                a planting run: history.csv, planted.pt (grow_state.pt while it runs)
+    ablations/<name>/                an ablation's planting run
+    variants/<name>/seed<S>/         a grown variant's planting run (e.g. old channels fine-tuned)
+    students.csv, summary.csv, ablations.csv, figures/
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+STUDENT_NAME = re.compile(r"w(?P<width>\d+)-(?P<loss>[a-z]+)-seed(?P<seed>\d+)\.pt")
+
+
+@dataclass(frozen=True)
+class StudentFile:
+    """A fixed-width student's checkpoint, with what its name says."""
+    path: Path
+    width: int
+    loss: str
+    seed: int
+
+    @property
+    def label(self) -> str:
+        """E.g. "student KD [16]"."""
+        return f"student {self.loss.upper()} [{self.width}]"
+
+
+class RunFolder:
+    """Paths of everything a run writes under one folder (nothing is created until asked for)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.root)!r})"
+
+    @property
+    def teacher(self) -> Path:
+        return self.root / "teacher.pt"
+
+    def initial(self, seed: int) -> Path:
+        return self.root / f"initial-seed{seed}.pt"
+
+    def initials(self) -> list[Path]:
+        """Every initial network's checkpoint present, in seed order."""
+        found = [p for p in self.root.glob("initial-seed*.pt") if re.fullmatch(r"initial-seed\d+\.pt", p.name)]
+        return sorted(found, key=lambda p: int(p.stem.removeprefix("initial-seed")))
+
+    def student(self, width: int, loss: str, seed: int) -> Path:
+        return self.root / "students" / f"w{width}-{loss}-seed{seed}.pt"
+
+    def students(self) -> list[StudentFile]:
+        """Every student checkpoint present, by width, loss and seed (files of other names are ignored)."""
+        found = []
+        for path in (self.root / "students").glob("*.pt"):
+            m = STUDENT_NAME.fullmatch(path.name)
+            if m:
+                found.append(StudentFile(path, int(m["width"]), m["loss"], int(m["seed"])))
+        return sorted(found, key=lambda s: (s.width, s.loss, s.seed))
+
+    def planting(self, seed: int) -> Path:
+        return self.root / "planting" / f"seed{seed}"
+
+    def ablation(self, name: str) -> Path:
+        return self.root / "ablations" / name
+
+    def variant(self, name: str, seed: int) -> Path:
+        return self.root / "variants" / name / f"seed{seed}"
+
+    @staticmethod
+    def history(run: Path) -> Path:
+        """A planting run's history (one row per candidate)."""
+        return run / "history.csv"
+
+    @staticmethod
+    def planted(run: Path) -> Path:
+        """A planting run's grown network."""
+        return run / "planted.pt"
+
+    def planting_runs(self, stage: str) -> Iterator[Path]:
+        """Folders of the finished or running planting runs of a stage: "planting", "ablations" or "variants"."""
+        return (h.parent for h in sorted((self.root / stage).rglob("history.csv")))
+
+    @property
+    def students_csv(self) -> Path:
+        return self.root / "students.csv"
+
+    @property
+    def summary_csv(self) -> Path:
+        return self.root / "summary.csv"
+
+    @property
+    def ablations_csv(self) -> Path:
+        return self.root / "ablations.csv"
+
+    def figure(self, name: str) -> Path:
+        """Path of a figure (figures/ is created)."""
+        folder = self.root / "figures"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / name

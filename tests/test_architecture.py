@@ -1,0 +1,95 @@
+"""The library's shape: no repository paths, no import cycles, and it works installed outside the repository."""
+import ast
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import planting_core as pc
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "planting_core"
+
+
+def test_the_library_knows_no_repository_layout():
+    for path in PACKAGE.glob("*.py"):
+        text = path.read_text()
+        for marker in ("parents[1]", "notebooks/", "results/", "_toc.yml", "benchmarks/"):
+            assert marker not in text, f"{path.name} refers to the repository ({marker!r})"
+
+
+def imports_of(path: Path) -> set[str]:
+    """Modules of planting_core that a module imports, at any depth of its code (local imports too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:
+                found.add(node.module.split(".")[0])
+            elif node.level == 1:
+                found.update(a.name for a in node.names)
+            elif node.module and node.module.startswith("planting_core."):
+                found.add(node.module.split(".")[1])
+    return found - {"__init__"}
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = {p.stem: imports_of(p) for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__")}
+    state: dict[str, str] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            assert state.get(nxt) != "open", f"import cycle: {' -> '.join(path + [node, nxt])}"
+            if nxt not in state:
+                visit(nxt, path + [node])
+        state[node] = "done"
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+    assert "device" in graph["data"] and "train" not in graph["data"]  # the cycle data <-> train is gone
+
+
+def test_fit_knows_nothing_of_planting():
+    text = (PACKAGE / "train.py").read_text()
+    assert "planting" not in imports_of(PACKAGE / "train.py") and "planted_layer" not in text
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """A fresh virtual environment (reusing this one's torch) with `pip install .` of this repository."""
+    env = tmp_path_factory.mktemp("venv")
+    venv.EnvBuilder(system_site_packages=True, with_pip=True).create(env)
+    python = env / "bin" / "python"
+    proc = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(ROOT)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return python
+
+
+def run_outside(python: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([str(python), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+def test_installed_package_works_from_an_empty_folder(installed, tmp_path):
+    where = run_outside(installed, tmp_path, "-c", "import planting_core, sys; print(planting_core.__file__)")
+    assert where.returncode == 0 and str(ROOT) not in where.stdout, where.stdout + where.stderr
+    for module in ("planting_core", "planting_core.bench"):
+        proc = run_outside(installed, tmp_path, "-m", module, "--help")
+        assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr[-2000:]
+    job = run_outside(installed, tmp_path, "-m", "planting_core", "--subset", "256", "--val-size", "64",
+                      "--teacher-width", "4", "--teacher-epochs", "1", "--epochs", "1", "--widths", "2,2,2,2,2",
+                      "--plant-epochs", "1", "--max-rounds", "1", "--channels", "2", "--no-progress",
+                      "--device", "cpu", "--out", "run")
+    assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-3000:]
+    folder = pc.RunFolder(tmp_path / "run")
+    for path in (folder.teacher, folder.initial(0), folder.planted(folder.planting(0)),
+                 folder.history(folder.planting(0)), folder.root / "summary.json"):
+        assert path.exists(), path
+    cost = pc.compute_time(folder.root).set_index("stage")  # the main job's folder has the notebooks' layout
+    assert cost.loc["initial networks", "runs"] == 1 and cost.loc["planting (every candidate)", "runs"] == 5
+    assert len(pd.read_csv(folder.history(folder.planting(0)))) == 6
