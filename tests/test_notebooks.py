@@ -96,15 +96,21 @@ def test_batch_checks_everything_before_any_notebook_runs(tmp_path, sets, only, 
     assert not (tmp_path / "notebooks").exists()  # nothing ran
 
 
-def test_a_failed_notebook_never_replaces_a_good_executed_one(tmp_path):
+def tiny_notebook(src: Path, code: str):
+    """Write a two-cell notebook to `src`: a parameters cell `x = 1`, then `code`; returns it (nbformat)."""
     import nbformat
-    from tools.batch import run_notebook
-    src = tmp_path / "src" / "00_tiny.ipynb"
     src.parent.mkdir()
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
-                                         nbformat.v4.new_code_cell("assert x == 1, 'x is not 1'")])
+                                         nbformat.v4.new_code_cell(code)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, src)
+    return nb
+
+
+def test_a_failed_notebook_never_replaces_a_good_executed_one(tmp_path):
+    from tools.batch import run_notebook
+    src = tmp_path / "src" / "00_tiny.ipynb"
+    tiny_notebook(src, "assert x == 1, 'x is not 1'")
     dest = tmp_path / "run" / "00_tiny.ipynb"
     run_notebook(src, dest, {"x": 1}, tmp_path)
     good = dest.read_text()
@@ -127,11 +133,7 @@ def test_a_source_edited_during_its_run_leaves_the_copy_stale(tmp_path, monkeypa
     import papermill as pm
     from tools.batch import executed_with, run_notebook, source_hash
     src = tmp_path / "src" / "00_tiny.ipynb"
-    src.parent.mkdir()
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
-                                         nbformat.v4.new_code_cell("print(x)")])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, src)
+    nb = tiny_notebook(src, "print(x)")
     real = pm.execute_notebook
 
     def edit_meanwhile(*args, **kwargs):
