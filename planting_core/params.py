@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 from .errors import PlantingError
 from .models import NUM_CONVS
@@ -62,10 +62,6 @@ def list_of(check: Callable[[Any], bool], length: int | None = None, unique: boo
 
 def is_bool(v: Any) -> bool:
     return isinstance(v, bool)
-
-
-def is_str(v: Any) -> bool:
-    return isinstance(v, str)
 
 
 def non_empty_str(v: Any) -> bool:
@@ -216,9 +212,3 @@ def check_params(values: Mapping[str, Any], known_only: bool = False) -> dict[st
         if name in PARAMS or known_only:
             check_value(name, value)
     return dict(values)
-
-
-def pick(namespace: Mapping[str, Any], names: Iterable[str] | None = None) -> dict[str, Any]:
-    """The table's parameters found in `namespace` (e.g. a notebook's globals()), checked."""
-    wanted = PARAMS if names is None else names
-    return check_params({k: namespace[k] for k in wanted if k in namespace})
