@@ -1,12 +1,15 @@
-"""Checkpoints: atomic writes; files carry the architecture and load with weights_only=True."""
+"""Checkpoints and result files: atomic writes; checkpoints carry the architecture and load with weights_only=True."""
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import pandas as pd
 import torch
 
 from .errors import CheckpointError, PlantingError
@@ -22,18 +25,41 @@ def fingerprint(model: torch.nn.Module) -> str:
     return tensor_digest((merge(model) if is_planted(model) else model).state_dict())
 
 
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """torch.save to a temporary file beside `path`, then rename: a crash never leaves a half-written file."""
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call `write(tmp)` on a temporary file beside `path`, then rename: a crash never leaves a half-written file.
+
+    A failed write (a full disk, a read-only folder) is a PlantingError naming the file; no temporary file is left.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(obj, tmp)
+        write(tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch reports a failed write (e.g. a full disk) as a RuntimeError
+        free = shutil.disk_usage(path.parent).free
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        raise CheckpointError(f"cannot write {path} ({reason}; {free / 2**20:.1f} MiB free there): free space "
+                              f"or choose another folder, then rerun (finished work is kept)") from None
     finally:
-        tmp.unlink(missing_ok=True)  # only left if saving failed
+        tmp.unlink(missing_ok=True)  # only left if writing failed
     return path
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """torch.save `obj` to `path` atomically (see atomic_write)."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_csv(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write a table (no index column) to `path` atomically (see atomic_write)."""
+    return atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
+
+
+def write_json(obj: Any, path: str | Path) -> Path:
+    """Write `obj` as indented JSON to `path` atomically (see atomic_write); unknown types are written as text."""
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1, default=str)))
 
 
 def _remove_stale_temps(path: Path) -> None:

@@ -56,4 +56,5 @@ def load_run_data(params: Mapping[str, Any], device: str | torch.device | None =
     """The dataset and split the parameters name (the split is drawn by `seed`), on `device` (default: `device`)."""
     p = with_defaults(params)
     return load_data(p["dataset"], p["data_root"], subset=p["subset"], val_size=p["val_size"], seed=p["seed"],
-                     device=p["device"] if device is None else device, image_size=p["image_size"])
+                     device=p["device"] if device is None else device, image_size=p["image_size"],
+                     skip_bad_images=p["skip_bad_images"])

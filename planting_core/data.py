@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from .device import pick_device
 from .errors import DataNotFoundError, PlantingError
 from .hashing import tensor_digest
+from .imagefolder import load_image_folder
 from .params import DEFAULTS
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -74,6 +75,8 @@ class Data:
 # ---------------------------------------------------------------- raw loaders
 # Each returns (images uint8 (N, C, H, W), labels int64 (N,), num_classes) for one of train/test.
 RawLoader = Callable[[Path, bool, bool], tuple[torch.Tensor, torch.Tensor, int]]
+# A dataset's loader returns both: (train images, train labels, test images, test labels, num_classes).
+RawSplits = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]
 
 
 def _no_data(name: str, root: Path, err: Exception | None, hint: str = "") -> DataNotFoundError:
@@ -151,39 +154,27 @@ def _mnist_family(cls_name: str, extra_dirs: tuple[Path, ...] = (), hint: str = 
     return load
 
 
-def _image_folder(root: Path, train: bool, download: bool, image_size: int = 32):
-    """root/<class>/*.png, or root/train/<class> and root/test/<class>; images resized to image_size."""
-    from torchvision import datasets, transforms
-    sub = root / ("train" if train else "test")
-    folder = sub if sub.is_dir() else root
-    if not folder.is_dir():
-        raise DataNotFoundError(f"imagefolder: {folder} is not a folder. Give the data root of a folder with one "
-                                f"sub-folder of images per class (optionally split into train/ and test/).")
-    tf = transforms.Compose([transforms.Resize((image_size, image_size)), transforms.PILToTensor()])
-    try:
-        ds = datasets.ImageFolder(str(folder), transform=tf)
-    except FileNotFoundError as err:
-        raise PlantingError(f"imagefolder {folder}: no images found ({err}). Expected one sub-folder per class "
-                            f"holding image files (.png, .jpg, ...).") from None
-    if len(ds.classes) < 2:
-        raise PlantingError(f"imagefolder {folder}: found {len(ds.classes)} class folder(s) {ds.classes}; "
-                            f"classification needs at least 2 sub-folders, one per class.")
-    images = []
-    for path, _ in ds.samples:
-        img = ds.loader(path).convert("RGB")
-        images.append(tf(img))
-    x = torch.stack(images)  # (N, 3, S, S) uint8
-    return x, torch.as_tensor(ds.targets, dtype=torch.long), len(ds.classes)
+def _both_splits(load_one: RawLoader) -> Callable[..., RawSplits]:
+    """A loader of one split (train or test) made into a loader of both; image-folder options are ignored."""
+    def load(root: Path, download: bool, **_: object) -> RawSplits:
+        x_tr, y_tr, classes = load_one(root, True, download)
+        x_te, y_te, _ = load_one(root, False, download)
+        return x_tr, y_tr, x_te, y_te, classes
+    return load
+
+
+def _image_folder(root: Path, download: bool, image_size: int, seed: int, skip_bad_images: bool) -> RawSplits:
+    return load_image_folder(root, image_size, seed, skip_bad_images)
 
 
 DEBIAN_HINT = ("on Debian/Ubuntu, `apt-get install dataset-fashion-mnist` puts it in "
                f"{DEBIAN_FASHION_MNIST}, which is searched automatically")
-DATASETS: dict[str, RawLoader] = {
-    "cifar10": _cifar("CIFAR10", 10),
-    "cifar100": _cifar("CIFAR100", 100),
-    "stl10": _stl10,
-    "fashion-mnist": _mnist_family("FashionMNIST", (DEBIAN_FASHION_MNIST,), DEBIAN_HINT),
-    "mnist": _mnist_family("MNIST"),
+DATASETS: dict[str, Callable[..., RawSplits]] = {
+    "cifar10": _both_splits(_cifar("CIFAR10", 10)),
+    "cifar100": _both_splits(_cifar("CIFAR100", 100)),
+    "stl10": _both_splits(_stl10),
+    "fashion-mnist": _both_splits(_mnist_family("FashionMNIST", (DEBIAN_FASHION_MNIST,), DEBIAN_HINT)),
+    "mnist": _both_splits(_mnist_family("MNIST")),
     "imagefolder": _image_folder,
 }
 
@@ -198,46 +189,67 @@ def check_dataset_name(name: str) -> str:
     return key
 
 
+def _val_count(n_train: int, val_size: int | float) -> int:
+    """Validation images for `n_train` training images: a count as given, or a fraction of them."""
+    return round(val_size * n_train) if isinstance(val_size, float) else int(val_size)
+
+
+def subset_range(pool: int, val_size: int | float) -> tuple[int, int]:
+    """The smallest and largest `subset` whose training and validation images fit in `pool` labelled images."""
+    fits = [s for s in _subset_guesses(pool, val_size) if _val_count(s, val_size) >= 1
+            and s + _val_count(s, val_size) <= pool]
+    return (min(fits), max(fits)) if fits else (0, 0)
+
+
+def _subset_guesses(pool: int, val_size: int | float) -> set[int]:
+    """Candidates for the ends of the allowed `subset` range (exact ends lie within a few of these guesses)."""
+    if not isinstance(val_size, float):
+        return {1, pool - int(val_size)}
+    low, high = int(0.5 / val_size), int(pool / (1 + val_size))
+    return {s for c in (low, high) for s in range(max(1, c - 3), min(pool, c + 4))}
+
+
 def _split_sizes(pool: int, subset: int | None, val_size: int | float) -> tuple[int, int]:
-    n_train = pool if subset is None else subset
-    n_val = round(val_size * (n_train if subset else pool)) if isinstance(val_size, float) else int(val_size)
+    """(training, validation) image counts drawn from `pool` labelled images, or a PlantingError saying what fits."""
     if subset is None:
+        n_val = _val_count(pool, val_size)
         n_train = pool - n_val
-    if n_val < 1 or n_train < 1 or n_train + n_val > pool:
-        raise PlantingError(f"cannot draw {n_train} training and {n_val} validation images from {pool} labelled "
-                            f"images: lower `subset` (allowed: 1..{pool - 1}) or `val_size`")
-    return n_train, n_val
+        if n_val < 1 or n_train < 1:
+            raise PlantingError(f"val_size {val_size!r} leaves {n_train} training and {n_val} validation images of "
+                                f"{pool}; give a count from 1 to {pool - 1}, or a fraction that leaves both non-empty")
+        return n_train, n_val
+    n_val = _val_count(subset, val_size)
+    if n_val >= 1 and subset + n_val <= pool:
+        return subset, n_val
+    lo, hi = subset_range(pool, val_size)
+    allowed = f"allowed with val_size={val_size!r}: {lo}..{hi}" if hi else f"no subset fits val_size={val_size!r}"
+    raise PlantingError(f"cannot draw subset={subset} training and {n_val} validation images from {pool} labelled "
+                        f"images ({allowed}); change `subset` or `val_size`")
 
 
 def load_data(name: str = "fashion-mnist", root: str | Path | None = None, subset: int | None = None,
               val_size: int | float = DEFAULTS["val_size"], seed: int = DEFAULTS["seed"],
               device: str | torch.device | None = None, download: bool = True,
-              image_size: int = DEFAULTS["image_size"], test_subset: int | None = None) -> Data:
+              image_size: int = DEFAULTS["image_size"], test_subset: int | None = None,
+              skip_bad_images: bool = DEFAULTS["skip_bad_images"]) -> Data:
     """Load a dataset by name into train/val/test tensors on `device`, normalised by the training split.
 
     The validation split is drawn (by `seed`) from the original training set, disjoint from the training
     images; `subset` limits the training images (e.g. 5000); `val_size` is a count or a fraction of them.
+    For "imagefolder", `image_size` sets the resized side and `skip_bad_images` skips unreadable files.
     """
     key = check_dataset_name(name)
     if subset is not None and (not isinstance(subset, int) or isinstance(subset, bool) or subset < 1):
         raise PlantingError(f"subset must be a positive integer or None, got {subset!r}")
+    dev = pick_device(device)  # an unavailable device is named before any data is read
     root = Path(root).expanduser() if root else default_root() / ("" if key != "imagefolder" else "imagefolder")
-    loader = DATASETS[key]
-    kw = {"image_size": image_size} if key == "imagefolder" else {}
-    if key == "imagefolder" and not (root / "train").is_dir():
-        x_all, y_all, classes = loader(root, True, download, **kw)  # one folder: hold out 1/6 as test, by seed
-        perm = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(10_000 + seed))
-        n_test = max(1, len(y_all) // 6)
-        x_te, y_te, x_tr, y_tr = x_all[perm[:n_test]], y_all[perm[:n_test]], x_all[perm[n_test:]], y_all[perm[n_test:]]
-    else:
-        x_tr, y_tr, classes = loader(root, True, download, **kw)
-        x_te, y_te, _ = loader(root, False, download, **kw)
+    x_tr, y_tr, x_te, y_te, classes = DATASETS[key](root, download, image_size=image_size, seed=seed,
+                                                    skip_bad_images=skip_bad_images)
     n_train, n_val = _split_sizes(len(y_tr), subset, val_size)
     perm = torch.randperm(len(y_tr), generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = perm[:n_val], perm[n_val:n_val + n_train]
     if test_subset is not None:
         x_te, y_te = x_te[:test_subset], y_te[:test_subset]
-    dev = pick_device(device)
     xf = x_tr[train_idx].float().div_(255)  # (N, C, H, W) in [0, 1]
     mean, std = xf.mean(dim=(0, 2, 3)), xf.std(dim=(0, 2, 3)).clamp_min(1e-6)
 

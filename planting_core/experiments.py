@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .checkpoint import fingerprint, load_checkpoint, save_checkpoint
+from .checkpoint import fingerprint, load_checkpoint, save_checkpoint, write_csv
 from .data import Data
 from .errors import PlantingError
 from .models import PlainCNN
@@ -80,7 +80,7 @@ def train_students(data: Data, student_widths: list[int], losses: list[str], see
                                     teacher if loss == "kd" else None, seed=seed, desc=f"[{w}] {loss} seed {seed}")
                 rows.append(result_row("student", net, loss, seed))
     table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    table.to_csv(folder.students_csv, index=False)
+    write_csv(table, folder.students_csv)
     return table
 
 
@@ -103,7 +103,7 @@ def plant_and_save(initial: PlainCNN, teacher: PlainCNN, data: Data, cfg: GrowCo
     path, history = RunFolder.planted(out_dir), RunFolder.history(out_dir)
     if path.exists() and history.exists():
         saved = load_checkpoint(path, device=data.train.x.device)
-        _refuse_if_changed(path, saved.meta.get("settings", {}), wanted, what="grown")
+        _refuse_if_changed(out_dir, saved.meta.get("settings", {}), wanted, what="grown")
         rounds = saved.meta.get("max_rounds")
         capped = str(saved.meta.get("stop_reason", "")).startswith("reached max_rounds")
         if not capped or rounds == cfg.max_rounds:

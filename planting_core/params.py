@@ -95,6 +95,8 @@ _TABLE = [
           "a positive integer count, or a fraction between 0 and 1", val_size_ok),
     Param("image_size", 32, "imagefolder only: images are resized to this many pixels a side",
           "an integer from 8 to 512", int_in(8, 512)),
+    Param("skip_bad_images", False, "imagefolder only: skip unreadable image files (and print how many)",
+          "True or False", is_bool),
     # seeds and networks
     Param("seed", 0, "data split, initialisation and batch order", f"an integer from 0 to {MAX_SEED}",
           int_in(0, MAX_SEED)),

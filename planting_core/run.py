@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 from typing import Any
 
+from .checkpoint import write_json
 from .configs import grow_config, load_run_data, student_config, teacher_config, with_defaults
+from .device import pick_device
 from .errors import PlantingError, cli
 from .experiments import load_or_train, plant_and_save
 from .models import count_parameters
 from .params import PARAMS, check_value
 from .runfolder import RunFolder
+from .search import GrowConfig
 
 # the parameters of the main job, in the order --help lists them (each option's default and help: the table)
-JOB_PARAMS = ["dataset", "data_root", "subset", "val_size", "image_size", "seed", "device", "teacher_width", "widths",
-              "teacher_epochs", "epochs", "batch_size", "lr", "plant_epochs", "plant_lr", "T", "alpha", "augment",
+JOB_PARAMS = ["dataset", "data_root", "subset", "val_size", "image_size", "skip_bad_images", "seed", "device",
+              "teacher_width", "widths", "teacher_epochs", "epochs", "batch_size", "lr", "plant_epochs", "plant_lr", "T", "alpha", "augment",
               "channels", "init", "propose", "select", "stop", "max_rounds", "max_params", "min_delta", "finetune_old",
               "progress"]
 ALIASES = {"data_root": ["--root"]}
@@ -68,7 +70,14 @@ def job(a: argparse.Namespace) -> None:
     grow_cfg = grow_config(params, params["seed"]).check()
     if a.out is not None and not str(a.out).strip():
         raise PlantingError("--out must be a folder path, got an empty string")
+    pick_device(params["device"])  # e.g. --device mps on a machine without it, before anything is written
     folder = RunFolder(a.out or f"runs/{params['dataset']}")
+    with folder.lock():  # one writer per run folder; a second job ends here, naming this one's pid
+        run_job(params, grow_cfg, folder)
+
+
+def run_job(params: dict[str, Any], grow_cfg: GrowConfig, folder: RunFolder) -> None:
+    """The job's work, with every parameter already checked and the run folder locked."""
     seed = params["seed"]
     data = load_run_data(params)
     print(data.describe(), "on", data.train.x.device, flush=True)
@@ -90,4 +99,4 @@ def job(a: argparse.Namespace) -> None:
                "planted": {"widths": result.model.widths, "params": count_parameters(result.model),
                            "test_acc": float(kept["test_acc"]), "test_loss": float(kept["test_loss"])},
                "stop_reason": result.stop_reason, "parameters": params}
-    (folder.root / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    write_json(summary, folder.root / "summary.json")

@@ -7,13 +7,16 @@
     ablations/<name>/                an ablation's planting run
     variants/<name>/seed<S>/         a grown variant's planting run (e.g. old channels fine-tuned)
     students.csv, summary.csv, ablations.csv, figures/
+    .lock                            held by the job writing the folder (one writer at a time)
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import ContextManager, Iterator
+
+from .lock import folder_lock
 
 STUDENT_NAME = re.compile(r"w(?P<width>\d+)-(?P<loss>[a-z]+)-seed(?P<seed>\d+)\.pt")
 
@@ -40,6 +43,10 @@ class RunFolder:
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.root)!r})"
+
+    def lock(self) -> ContextManager[Path]:
+        """Hold the folder's one-writer lock for a block (creates the folder; refuses a file, a read-only place)."""
+        return folder_lock(self.root)
 
     @property
     def teacher(self) -> Path:

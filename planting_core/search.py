@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_save, fingerprint, safe_load
+from .checkpoint import atomic_save, fingerprint, safe_load, write_csv
 from .data import Data
 from .device import to_device
 from .distill import teacher_logits
@@ -258,7 +258,7 @@ class PlantingState:
 
     def write_history(self) -> None:
         if self.out_dir:
-            pd.DataFrame(self.rows).to_csv(self.out_dir / "history.csv", index=False)
+            write_csv(pd.DataFrame(self.rows), self.out_dir / "history.csv")
 
     def finish(self) -> None:
         self.write_history()

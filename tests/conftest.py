@@ -38,3 +38,29 @@ def teacher(data: pc.Data) -> pc.PlainCNN:
     net = pc.PlainCNN([16] * 5, **data.model_kwargs())
     pc.fit(net, data, pc.TrainConfig(epochs=4, lr=0.02, batch_size=32, progress=False))
     return net.eval()
+
+
+def tiny_notebook(src: Path, code: str):
+    """Write a two-cell notebook to `src`: a parameters cell `x = 1`, then `code`; returns it (nbformat)."""
+    import nbformat
+    src.parent.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                                         nbformat.v4.new_code_cell(code)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, src)
+    return nb
+
+
+def small_cfg(**kw) -> pc.GrowConfig:
+    """A tiny planting search: 2 channels a step, one epoch of KD per candidate (`kw` overrides GrowConfig)."""
+    kw.setdefault("channels", 2)
+    return pc.GrowConfig(train=pc.TrainConfig(epochs=1, lr=0.01, batch_size=32, loss="kd", progress=False), **kw)
+
+
+@pytest.fixture
+def initial(data: pc.Data) -> pc.PlainCNN:
+    """A [4]*5 initial network trained for one epoch."""
+    torch.manual_seed(1)
+    net = pc.PlainCNN([4] * 5, **data.model_kwargs())
+    pc.fit(net, data, pc.TrainConfig(epochs=1, lr=0.02, batch_size=32, progress=False))
+    return net

@@ -26,8 +26,8 @@ def no_md5(monkeypatch):
 @pytest.fixture(autouse=True)
 def no_debian(monkeypatch, tmp_path):
     """Keep the machine's Debian Fashion-MNIST out of these tests, so they see only the files they write."""
-    monkeypatch.setitem(pdata.DATASETS, "fashion-mnist",
-                        pdata._mnist_family("FashionMNIST", (tmp_path / "debian",), pdata.DEBIAN_HINT))
+    monkeypatch.setitem(pdata.DATASETS, "fashion-mnist", pdata._both_splits(
+        pdata._mnist_family("FashionMNIST", (tmp_path / "debian",), pdata.DEBIAN_HINT)))
 
 
 def images(n, c, h, w, seed=0):

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 import planting_core as pc
+from conftest import tiny_notebook
 from tools.batch import notebook_parameters, notebooks, run_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,17 +95,6 @@ def test_batch_checks_everything_before_any_notebook_runs(tmp_path, sets, only, 
     with pytest.raises(pc.PlantingError, match=match):
         run_batch("fashion-mnist", "smoke", sets, out=tmp_path, only=only)
     assert not (tmp_path / "notebooks").exists()  # nothing ran
-
-
-def tiny_notebook(src: Path, code: str):
-    """Write a two-cell notebook to `src`: a parameters cell `x = 1`, then `code`; returns it (nbformat)."""
-    import nbformat
-    src.parent.mkdir()
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
-                                         nbformat.v4.new_code_cell(code)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, src)
-    return nb
 
 
 def test_a_failed_notebook_never_replaces_a_good_executed_one(tmp_path):

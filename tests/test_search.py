@@ -3,19 +3,7 @@ import pytest
 import torch
 
 import planting_core as pc
-
-
-def small_cfg(**kw) -> pc.GrowConfig:
-    kw.setdefault("channels", 2)
-    return pc.GrowConfig(train=pc.TrainConfig(epochs=1, lr=0.01, batch_size=32, loss="kd", progress=False), **kw)
-
-
-@pytest.fixture
-def initial(data):
-    torch.manual_seed(1)
-    net = pc.PlainCNN([4] * 5, **data.model_kwargs())
-    pc.fit(net, data, pc.TrainConfig(epochs=1, lr=0.02, batch_size=32, progress=False))
-    return net
+from conftest import small_cfg
 
 
 def test_grow_keeps_the_lowest_validation_loss_candidate(data, teacher, initial):

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Iterator
 
 from planting_core.data import DATASETS, check_dataset_name
+from planting_core.device import pick_device
 from planting_core.errors import PlantingError, cli
+from planting_core.lock import folder_lock
 from planting_core.params import PROFILES, check_params
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -141,6 +143,8 @@ def plan_batch(dataset: str, profile: str, sets: dict, out: Path, only: list[str
     unknown = sorted(set(sets) - known)
     if unknown:
         raise PlantingError(f"unknown parameter(s) {unknown}; the notebooks take: {', '.join(sorted(known))}")
+    if "device" in sets:
+        pick_device(sets["device"])  # e.g. mps on a machine without it, before notebook 01 trains anything
     plan = []
     for nb, accepted in todo.items():
         params = {k: v for k, v in {**PROFILES[profile], "dataset": name, **sets}.items() if k in accepted}
@@ -158,6 +162,13 @@ def run_batch(dataset: str, profile: str = "quick", sets: dict | None = None, ou
     out = (out or Path("runs") / f"{check_dataset_name(dataset)}-{profile}").resolve()
     plan = plan_batch(dataset, profile, sets or {}, out, only, folder)
     print(f"run folder: {out}", flush=True)
+    with folder_lock(out):  # one writer per run folder: a second batch on it ends at once, naming this one's pid
+        run_plan(plan, force)
+    return out
+
+
+def run_plan(plan: list[tuple[Path, Path, dict]], force: bool) -> None:
+    """Execute the planned notebooks in order, keeping those whose executed copies are up to date."""
     for i, (nb, dest, params) in enumerate(plan, 1):
         if not force and executed_with(dest).get("source_hash") == source_hash(nb, params):
             print(f"[{i}/{len(plan)}] {nb.stem}: up to date, kept", flush=True)
@@ -172,7 +183,6 @@ def run_batch(dataset: str, profile: str = "quick", sets: dict | None = None, ou
                                 f"{getattr(err, 'evalue', str(err)).strip()[:500]} (the executed notebook, up to "
                                 f"the failing cell, is {failed_copy(dest)}{kept})") from None
         print(f"ok ({seconds:.0f} s)", flush=True)
-    return out
 
 
 def list_everything(folder: Path = NOTEBOOK_DIR) -> None:
