@@ -24,7 +24,6 @@ from PIL import Image
 
 import planting_core as pc
 from conftest import small_cfg, tiny_notebook
-from planting_core.checkpoint import write_csv
 from planting_core.data import DEBIAN_FASHION_MNIST, IDX_FILES
 from planting_core.errors import cli
 from planting_core.run import main as job_main
@@ -249,6 +248,7 @@ def test_out_on_a_read_only_mount(tmp_path, capsys):
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path, capsys):
+    from planting_core.checkpoint import write_csv
     net = pc.PlainCNN([64] * 5)  # about 0.4 MB of weights, more than the disk holds
     with tmpfs(tmp_path / "full", "size=64k") as full:
         assert cli(lambda: pc.save_checkpoint(net, full / "teacher.pt")) == 2
