@@ -9,7 +9,7 @@ from .experiments import load_or_train, plant_and_save, read_history, train_stud
 from .models import LAYOUTS, NUM_CONVS, PlainCNN, check_widths, count_parameters, param_count
 from .params import DEFAULTS, PARAMS, PROFILES, Param, check_params, check_value
 from .planting import PlantedCNN, PlantedLayer, freeze, is_planted, merge, plant
-from .plots import plot_accuracy_vs_params, plot_search, plot_widths
+from .plots import plot_accuracy_vs_params, plot_planting_diagram, plot_search, plot_widths
 from .proposals import PROPOSALS, Candidate
 from .report import SUMMARY_COLUMNS, claims, compute_time, glue, poster_table, result_row
 from .runfolder import RunFolder
@@ -30,7 +30,7 @@ __all__ = [
     "LAYOUTS", "NUM_CONVS", "PlainCNN", "check_widths", "count_parameters", "param_count",
     "DEFAULTS", "PARAMS", "PROFILES", "Param", "check_params", "check_value",
     "PlantedCNN", "PlantedLayer", "freeze", "is_planted", "merge", "plant", "trainable_parameters",
-    "plot_accuracy_vs_params", "plot_search", "plot_widths",
+    "plot_accuracy_vs_params", "plot_planting_diagram", "plot_search", "plot_widths",
     "PROPOSALS", "Candidate",
     "SUMMARY_COLUMNS", "claims", "compute_time", "glue", "poster_table", "result_row",
     "RunFolder",

@@ -42,3 +42,36 @@ def plot_widths(widths: list[int] | str, initial: list[int] | str | None = None,
     df.set_index("layer").plot.bar(ax=ax, rot=0)
     ax.set(ylabel="channels", title="Width per layer")
     return ax
+
+
+def plot_planting_diagram(widths: list[int], layer: int, channels: int, ax: plt.Axes | None = None) -> plt.Axes:
+    """One planting step drawn: frozen channels grey, the planted filters and the next layer's new inputs green.
+
+    Each conv is a column of `widths[i]` squares (one per channel); conv `layer` (0-based) gets `channels` new
+    squares on top, and green lines show the next layer (a conv, or fc1 after conv5) reading them.
+    """
+    from matplotlib.patches import Rectangle
+    ax = ax or plt.subplots(figsize=(8, 3.6))[1]
+    grey, green = "#b8b8b8", "#2ca02c"
+    tall = max(widths) + channels
+    xs = list(range(len(widths))) + [len(widths)]  # the five convs, then fc1
+    for i, w in enumerate(widths):
+        for c in range(w):
+            ax.add_patch(Rectangle((xs[i] - 0.15, c), 0.3, 0.8, color=grey))
+        if i == layer:
+            for c in range(w, w + channels):
+                ax.add_patch(Rectangle((xs[i] - 0.15, c), 0.3, 0.8, color=green))
+        ax.text(xs[i], -1.2, f"conv{i + 1}\n{w}" + (f"+{channels}" if i == layer else ""), ha="center", va="top")
+    ax.add_patch(Rectangle((xs[-1] - 0.15, 0), 0.3, tall, facecolor=grey, edgecolor="white", hatch="//"))
+    ax.text(xs[-1], -1.2, "fc1\n(+fc2)", ha="center", va="top")
+    nxt_top = widths[layer + 1] if layer + 1 < len(widths) else tall
+    for c in range(widths[layer], widths[layer] + channels):  # new channels feed every unit of the next layer
+        for target in (0.45, nxt_top - 0.55):
+            ax.plot([xs[layer] + 0.15, xs[layer + 1] - 0.15], [c + 0.45, target], color=green, lw=0.8)
+    ax.text(xs[layer] - 0.22, widths[layer] + channels / 2, "new filters\n(trained)", ha="right", va="center",
+            color=green, fontweight="bold")
+    ax.text((xs[layer] + xs[layer + 1]) / 2, tall + 0.8, "new input weights\n(start at 0, trained)", ha="center",
+            va="bottom", color=green, fontweight="bold")
+    ax.set(xlim=(-0.7, xs[-1] + 0.7), ylim=(-4, tall + 5), title="One planting step: grey is frozen, green is new")
+    ax.axis("off")
+    return ax

@@ -92,3 +92,65 @@ def test_readme_results_match_the_summaries():
         "README's results are stale: run `python -m tools.book` (it rewrites them from summary.csv)"
     for run in BOOK_RUNS:
         assert f"results/{run}/summary.csv" in block
+
+
+def test_every_repository_address_comes_from_the_config():
+    import re
+
+    from tools.batch import notebooks
+    from tools.sync_links import colab_link, pages, repository
+    url, _ = repository()
+    named = re.compile(r"(?:git\+|git clone )(https://github\.com/[\w.-]+/[\w-]+)")
+    for path in notebooks() + pages():
+        text = path.read_text()
+        assert all(found == url for found in named.findall(text)), f"{path}: run `python -m tools.sync_links`"
+        if path.suffix == ".ipynb":
+            links = re.findall(r"https://colab\.research\.google\.com/github/[^\s)\"]+", text)
+            assert links == [colab_link(path.name)], f"{path}: run `python -m tools.sync_links`"
+
+
+@pytest.mark.parametrize("page", ["book/method/distillation.html", "book/method/algorithm.html",
+                                  "results/fashion-mnist-5k/notebooks/00_planting_by_hand.html"])
+def test_maths_renders_offline_and_exercises_fold(html, browser, page):
+    browser.get((html / page).as_uri())
+    browser.implicitly_wait(2)
+    scripts = browser.execute_script("return Array.from(document.scripts).map(s => s.src);")
+    assert not any("cdn" in s or "jsdelivr" in s for s in scripts), scripts  # MathJax comes with the book
+    browser.execute_script("return window.MathJax && MathJax.startup && MathJax.startup.promise;")
+    text = browser.find_element("tag name", "article").text
+    assert "\\(" not in text and "$$" not in text, "raw TeX on the page: MathJax did not run"
+    if page.endswith("00_planting_by_hand.html"):
+        assert "losses agree (every step): True" in text
+    exercises = browser.find_elements("css selector", "div.exercise")
+    solutions = browser.find_elements("css selector", "details.solution, div.solution.dropdown")
+    assert exercises and len(solutions) == len(exercises), (len(exercises), len(solutions))
+
+
+def test_at_least_fifteen_exercises(html):
+    count = sum(p.read_text().count('class="exercise admonition') for p in html.rglob("*.html"))
+    assert count >= 15, count
+
+
+def test_the_lab_settings_are_the_quick_profile():
+    from planting_core.params import PROFILES
+    text = (ROOT / "book" / "teaching" / "lab.md").read_text()
+    block = text.split("```python\n", 1)[1].split("```", 1)[0]
+    values: dict = {}
+    exec(block, {}, values)
+    assert values == PROFILES["quick"], "book/teaching/lab.md: copy pc.PROFILES['quick'] into the settings block"
+    timings = pd.read_csv(ROOT / "book" / "teaching" / "lab-timings-cpu.csv")
+    assert {"00_planting_by_hand", "01_teacher", "02_baselines", "03_planting"} <= set(timings["notebook"])
+
+
+def test_the_intros_example_grows_the_network():
+    import torch
+    code = (ROOT / "book" / "intro.md").read_text().split("```python\n", 1)[1].split("```", 1)[0]
+    assert "subset=5000" in code and "pc.GrowConfig(channels=4)" in code, "the intro's example changed: update this test"
+    code = code.replace("subset=5000", "subset=1000").replace("pc.GrowConfig(channels=4)",
+                                                                 "pc.GrowConfig(channels=4, max_rounds=1)")
+    torch.manual_seed(0)
+    scope: dict = {}
+    exec(code, scope)  # as printed, on 1,000 images and for one round
+    result = scope["result"]
+    assert result.model.widths != [8] * 5, result.stop_reason
+    assert result.history["chosen"].sum() == 2  # the initial network and one planted candidate

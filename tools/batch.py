@@ -27,6 +27,8 @@ from planting_core.lock import folder_lock
 from planting_core.params import PROFILES, check_params
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+# run only when --only names them: the performance appendix benchmarks Fashion-MNIST whatever the dataset
+ON_REQUEST = ("05_performance",)
 
 
 def notebooks(folder: Path = NOTEBOOK_DIR, only: list[str] | None = None) -> list[Path]:
@@ -132,7 +134,7 @@ def plan_batch(dataset: str, profile: str, sets: dict, out: Path, only: list[str
     name = check_dataset_name(dataset)
     if profile not in PROFILES:
         raise PlantingError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
-    chosen = notebooks(folder, only)
+    chosen = [nb for nb in notebooks(folder, only) if only or nb.stem not in ON_REQUEST]
     if not chosen:
         names = ", ".join(nb.stem for nb in notebooks(folder))
         raise PlantingError(f"no notebook matches --only {' '.join(only or [])}; notebooks: {names}")
@@ -183,6 +185,28 @@ def run_plan(plan: list[tuple[Path, Path, dict]], force: bool) -> None:
                                 f"{getattr(err, 'evalue', str(err)).strip()[:500]} (the executed notebook, up to "
                                 f"the failing cell, is {failed_copy(dest)}{kept})") from None
         print(f"ok ({seconds:.0f} s)", flush=True)
+        record_time(dest, seconds, params.get("device", "auto"))
+
+
+def machine(device: str) -> str:
+    """The hardware a notebook ran on, in words: the GPU's name, or the CPU's core count."""
+    import torch
+    dev = pick_device(device)
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"{dev.type.upper()} ({os.cpu_count()} cores)" if dev.type == "cpu" else dev.type.upper()
+
+
+def record_time(dest: Path, seconds: float, device: str) -> Path:
+    """Add (or replace) a notebook's wall time in timings.csv beside the executed notebooks."""
+    import pandas as pd
+
+    from planting_core.checkpoint import write_csv
+    path = dest.parent / "timings.csv"
+    rows = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["notebook", "seconds", "machine"])
+    rows = rows[rows["notebook"] != dest.stem]
+    row = pd.DataFrame([{"notebook": dest.stem, "seconds": round(seconds, 1), "machine": machine(device)}])
+    return write_csv(pd.concat([rows, row]).sort_values("notebook"), path)
 
 
 def list_everything(folder: Path = NOTEBOOK_DIR) -> None:
@@ -201,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="quick", help=f"one of: {', '.join(PROFILES)} (default quick)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a notebook parameter")
     ap.add_argument("--out", type=Path, help="run folder (default runs/<dataset>-<profile>)")
-    ap.add_argument("--only", action="append", help="run only notebooks whose name contains this")
+    ap.add_argument("--only", action="append", help="run only notebooks whose name contains this (the "
+                    "performance notebook 05 runs only when named)")
     ap.add_argument("--force", action="store_true", help="rerun notebooks that are up to date")
     ap.add_argument("--list", action="store_true", help="list datasets, profiles and notebook parameters")
     a = ap.parse_args(argv)
