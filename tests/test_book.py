@@ -154,3 +154,13 @@ def test_the_intros_example_grows_the_network():
     result = scope["result"]
     assert result.model.widths != [8] * 5, result.stop_reason
     assert result.history["chosen"].sum() == 2  # the initial network and one planted candidate
+
+
+def test_every_page_title_is_unique_and_shows_its_own_parameters():
+    titles = []
+    for path in executed_notebooks():
+        cells = json.loads(path.read_text())["cells"]
+        titles.append("".join(cells[0]["source"]).splitlines()[0])
+        defaults = next(c for c in cells if "parameters" in c["metadata"].get("tags", []))
+        assert "hide-cell" in defaults["metadata"]["tags"], f"{path}: run `python -m tools.book`"
+    assert len(set(titles)) == len(titles), titles

@@ -30,6 +30,36 @@ BOOK_RUNS: dict[str, tuple[str, str, dict, list[str] | None]] = {
 }
 
 
+# how each run's pages say which regime they show, after the notebook's own title
+REGIME = {"fashion-mnist-5k": "5,000 images", "fashion-mnist-full": "all training images"}
+
+
+def present(run: str) -> None:
+    """Ready a run's executed notebooks for the book: the regime in each title (no two pages share one), and
+    the parameters cell folded (its defaults would mislead), so the injected parameters are what a reader sees.
+
+    Only the presentation changes (first heading, cell tags); outputs and freshness stamps stay as executed.
+    """
+    import json
+    for name in book_notebooks(run):
+        path = ROOT / "results" / run / "notebooks" / name
+        if not path.exists():
+            continue
+        nb = json.loads(path.read_text())
+        for cell in nb["cells"]:
+            tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+            if "parameters" in tags and "hide-cell" not in tags:
+                tags.append("hide-cell")
+        head = nb["cells"][0]
+        text = "".join(head["source"])
+        title, rest = text.split("\n", 1) if "\n" in text else (text, "")
+        suffix = f" ({REGIME[run]})"
+        if title.startswith("# ") and not title.endswith(suffix):
+            new = title + suffix + "\n" + rest
+            head["source"] = new.splitlines(keepends=True) if isinstance(head["source"], list) else new
+        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
 def book_notebooks(run: str) -> list[str]:
     """The source notebook names that the book shows for one of its runs."""
     return [nb.name for nb in notebooks(only=BOOK_RUNS[run][3])]
@@ -39,6 +69,7 @@ def execute_book_runs(force: bool = False) -> None:
     """Bring every book run's executed notebooks up to date (load-or-train: only what is missing runs)."""
     for run, (dataset, profile, sets, only) in BOOK_RUNS.items():
         run_batch(dataset, profile, sets, ROOT / "results" / run, only=only, force=force)
+        present(run)
 
 
 README = ROOT / "README.md"
