@@ -23,11 +23,36 @@ def plot_search(history: pd.DataFrame, ax: plt.Axes | None = None) -> plt.Axes:
 
 
 def plot_accuracy_vs_params(points: pd.DataFrame, ax: plt.Axes | None = None) -> plt.Axes:
-    """Test accuracy against parameter count; `points` has columns model, params, test_acc (and loss_fn)."""
-    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
-    hue = points["model"] + ((" (" + points["loss_fn"] + ")") if "loss_fn" in points else "")
-    sns.lineplot(x=points["params"], y=points["test_acc"] * 100, hue=hue, marker="o", ax=ax, errorbar="sd")
-    ax.set(xscale="log", xlabel="parameters", ylabel="test accuracy (%)", title="Accuracy against size")
+    """Test accuracy against parameter count (log axis).
+
+    `points` has columns model, params, test_acc, and optionally seed and final. Fixed-width students (model
+    starting with "student") are one line per model, mean ± std over seeds; every other model (planting
+    rounds) is one line per seed, and rows with final=True (the grown networks) are starred.
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    ax = ax or plt.subplots(figsize=(6.5, 3.8))[1]
+    points = points.assign(acc=points["test_acc"] * 100)
+    students = points["model"].str.startswith("student")
+    palette = dict(zip(points["model"].unique(), sns.color_palette(n_colors=points["model"].nunique())))
+    if students.any():
+        sns.lineplot(data=points[students], x="params", y="acc", hue="model", palette=palette, marker="o",
+                     errorbar="sd", ax=ax)
+    for (model, seed), run in points[~students].groupby(["model", points.get("seed", 0)], sort=False):
+        run = run.sort_values("params")
+        first = seed == points.loc[points["model"] == model, "seed"].min() if "seed" in points else True
+        ax.plot(run["params"], run["acc"], marker=".", lw=1, alpha=0.7, color=palette[model],
+                label=f"{model} (one line per seed)" if first and "seed" in points else (model if first else None))
+        if "final" in run:
+            ends = run[run["final"].astype(bool)]
+            ax.scatter(ends["params"], ends["acc"], marker="*", s=160, color=palette[model], edgecolors="k",
+                       zorder=3, label="grown network" if first and model == points.loc[~students, "model"].iloc[0]
+                       else None)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))  # 10K, 20K, 50K, 100K, ...
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}K" if v >= 1000 else f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor ticks unlabelled: labels overprinted each other
+    ax.set(xlabel="parameters (log scale)", ylabel="test accuracy (%)", title="Accuracy against size")
+    ax.legend(fontsize=8)
     return ax
 
 

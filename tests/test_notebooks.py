@@ -87,7 +87,8 @@ def test_batch_rejects_unknown_and_mistyped_parameters(tmp_path):
     ({"T": 0}, None, "parameter 'T' must be a number above 0"),  # used by notebook 02 on: refused before 01 runs
     ({"seeds": []}, None, "parameter 'seeds' must be a non-empty list"),
     ({"student_widths": [0]}, None, "parameter 'student_widths' must be"),
-    ({"quick": "abc"}, None, "parameter 'quick' must be True or False"),
+    ({"quick": "abc"}, ["05"], "parameter 'quick' must be True or False"),
+    ({"quick": True}, None, r"unknown parameter\(s\) \['quick'\]"),  # notebook 05 runs only when named
     ({"out_dir": "elsewhere"}, None, "out_dir cannot be set"),
     ({}, ["zzz"], "no notebook matches --only zzz"),
 ])
