@@ -164,3 +164,27 @@ def test_every_page_title_is_unique_and_shows_its_own_parameters():
         defaults = next(c for c in cells if "parameters" in c["metadata"].get("tags", []))
         assert "hide-cell" in defaults["metadata"]["tags"], f"{path}: run `python -m tools.book`"
     assert len(set(titles)) == len(titles), titles
+
+
+def book_pages(html: Path) -> list[Path]:
+    """Every page the table of contents lists, as built HTML."""
+    import yaml
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]] + \
+        [s["file"] for part in toc["parts"] for c in part["chapters"] for s in c.get("sections", [])]
+    return [html / f"{f}.html" for f in files]
+
+
+def test_every_page_loads_its_figures_and_shows_whole_tables(html, browser):
+    import re
+    pages = book_pages(html)
+    assert len(pages) >= 20 and all(p.exists() for p in pages), [p for p in pages if not p.exists()]
+    for page in pages:
+        browser.get(page.as_uri())
+        local_images = browser.execute_script(  # remote images (the Colab badge) need the internet; skip them
+            "return Array.from(document.querySelectorAll('article img')).filter(i => !i.src.startsWith('http'))"
+            ".map(i => [i.src, i.complete && i.naturalWidth > 0]);")
+        assert all(ok for _, ok in local_images), (page.name, [s for s, ok in local_images if not ok])
+        text = browser.find_element("tag name", "article").text
+        assert not re.search(r"\d+ rows [×x] \d+ columns", text), f"{page}: pandas cut a table short"
+        assert "Traceback" not in text, f"{page}: an error is shown"
