@@ -79,7 +79,8 @@ def check_same_classes(root: Path, train: list[str], test: list[str]) -> None:
 def load_image_folder(root: Path, image_size: int, seed: int, skip_bad: bool = False
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """(train images, train labels, test images, test labels, number of classes) from either layout."""
-    if layout(root) == "split":
+    split = layout(root) == "split"
+    if split:
         classes = class_names(root / "train")
         check_same_classes(root, classes, class_names(root / "test"))
     else:
@@ -87,7 +88,7 @@ def load_image_folder(root: Path, image_size: int, seed: int, skip_bad: bool = F
     if len(classes) < 2:
         raise PlantingError(f"imagefolder {root}: found {len(classes)} class folder(s) {classes}; classification "
                             f"needs at least 2 sub-folders, one per class")
-    if layout(root) == "split":
+    if split:
         x_tr, y_tr = read_images(root / "train", classes, image_size, skip_bad)
         x_te, y_te = read_images(root / "test", classes, image_size, skip_bad)
         return x_tr, y_tr, x_te, y_te, len(classes)
