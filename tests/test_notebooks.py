@@ -137,3 +137,15 @@ def test_a_source_edited_during_its_run_leaves_the_copy_stale(tmp_path, monkeypa
     run_notebook(src, dest, {"x": 2}, tmp_path)
     assert executed_with(dest)["source_hash"] != source_hash(src, {"x": 2})  # so the next run re-executes it
     assert "2" in json.dumps(json.loads(dest.read_text())["cells"][-1]["outputs"])
+
+
+def test_the_source_hash_ignores_how_a_cell_source_is_stored(tmp_path):
+    from tools.batch import source_hash
+    nb = json.loads((ROOT / "notebooks" / "01_teacher.ipynb").read_text())
+    as_text, as_lines = tmp_path / "text.ipynb", tmp_path / "lines.ipynb"
+    as_text.write_text(json.dumps(nb))
+    for cell in nb["cells"]:  # nbformat allows a list of lines as well as one string
+        cell["source"] = "".join(cell["source"]).splitlines(keepends=True)
+    as_lines.write_text(json.dumps(nb))
+    assert source_hash(as_text, {"seed": 0}) == source_hash(as_lines, {"seed": 0})
+    assert source_hash(as_text, {"seed": 0}) != source_hash(as_text, {"seed": 1})

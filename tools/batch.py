@@ -54,8 +54,14 @@ def source_hash(path: Path, params: dict, text: str | None = None) -> str:
     """
     nb = json.loads(path.read_text() if text is None else text)
     kept = {k: v for k, v in params.items() if k not in ("out_dir", "progress")}
-    text = json.dumps([c["source"] for c in nb["cells"]]) + json.dumps(kept, sort_keys=True, default=str)
+    sources = ["".join(c["source"]) for c in nb["cells"]]  # a cell's source as one text, stored as list or string
+    text = json.dumps(sources) + json.dumps(kept, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def write_notebook(path: Path, nb: dict) -> None:
+    """Write a notebook (as JSON) the way every repository tool writes one: indent 1, UTF-8, final newline."""
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
 def executed_with(dest: Path) -> dict:
@@ -117,7 +123,7 @@ def run_notebook(src: Path, dest: Path, params: dict, cwd: Path) -> float:
     nb = json.loads(partial.read_text())
     nb["metadata"]["papermill"]["input_path"] = f"{src.parent.name}/{src.name}"
     nb["metadata"]["planting_book"] = stamp
-    partial.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    write_notebook(partial, nb)
     os.replace(partial, dest)
     failed.unlink(missing_ok=True)  # an earlier failure of this notebook is superseded
     return time.perf_counter() - t0

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from planting_core.errors import PlantingError, cli
-from tools.batch import notebooks, run_batch
+from tools.batch import notebooks, run_batch, write_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 # the book's runs: run folder under results/ -> (dataset, profile, parameter overrides, notebooks or None for all)
@@ -57,7 +57,7 @@ def present(run: str) -> None:
         if title.startswith("# ") and not title.endswith(suffix):
             new = title + suffix + "\n" + rest
             head["source"] = new.splitlines(keepends=True) if isinstance(head["source"], list) else new
-        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        write_notebook(path, nb)
 
 
 def book_notebooks(run: str) -> list[str]:

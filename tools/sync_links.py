@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from tools.batch import NOTEBOOK_DIR, notebooks
+from tools.batch import NOTEBOOK_DIR, notebooks, write_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 # the places that name the repository: pip's git+ address, git clone, and Colab's github/ path
@@ -57,7 +57,7 @@ def main() -> int:
         for cell in nb["cells"]:
             src = cell["source"]
             cell["source"] = [rewrite(s, path.name) for s in src] if isinstance(src, list) else rewrite(src, path.name)
-        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        write_notebook(path, nb)
     for path in pages():
         path.write_text(rewrite(path.read_text()))
     return 0

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from planting_core.params import PARAMS
-from tools.batch import NOTEBOOK_DIR, notebooks
+from tools.batch import NOTEBOOK_DIR, notebooks, write_notebook
 
 
 def parameter_line(name: str) -> str:
@@ -42,7 +42,7 @@ def main() -> int:
             return 2
         cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
         cell["source"] = expected_source(names)
-        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        write_notebook(path, nb)
     return 0
 
 
