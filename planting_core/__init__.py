@@ -5,12 +5,13 @@ from .data import DATASETS, Data, Split, augment, batches, check_dataset_name, d
 from .device import autocast, pick_device, to_device
 from .distill import ce_loss, kd_loss, teacher_logits
 from .errors import CheckpointError, DataNotFoundError, NonFiniteLossError, PlantingError
-from .experiments import load_or_train, plant_and_save, read_history, train_students, training_settings
+from .experiments import growth_settings, load_or_train, plant_and_save, read_history, train_students, training_settings
 from .models import LAYOUTS, NUM_CONVS, PlainCNN, check_widths, count_parameters, param_count
 from .params import DEFAULTS, PARAMS, PROFILES, Param, check_params, check_value
 from .planting import PlantedCNN, PlantedLayer, freeze, is_planted, merge, plant
 from .plots import plot_accuracy_vs_params, plot_planting_diagram, plot_search, plot_widths
 from .proposals import PROPOSALS, Candidate
+from . import study
 from .report import SUMMARY_COLUMNS, claims, compute_time, glue, poster_table, result_row
 from .runfolder import RunFolder
 from .search import GrowConfig, GrowResult, grow
@@ -26,14 +27,14 @@ __all__ = [
     "autocast", "pick_device", "to_device",
     "ce_loss", "kd_loss", "teacher_logits",
     "CheckpointError", "DataNotFoundError", "NonFiniteLossError", "PlantingError",
-    "load_or_train", "plant_and_save", "read_history", "train_students", "training_settings",
+    "growth_settings", "load_or_train", "plant_and_save", "read_history", "train_students", "training_settings",
     "LAYOUTS", "NUM_CONVS", "PlainCNN", "check_widths", "count_parameters", "param_count",
     "DEFAULTS", "PARAMS", "PROFILES", "Param", "check_params", "check_value",
     "PlantedCNN", "PlantedLayer", "freeze", "is_planted", "merge", "plant", "trainable_parameters",
     "plot_accuracy_vs_params", "plot_planting_diagram", "plot_search", "plot_widths",
     "PROPOSALS", "Candidate",
     "SUMMARY_COLUMNS", "claims", "compute_time", "glue", "poster_table", "result_row",
-    "RunFolder",
+    "RunFolder", "study",
     "GrowConfig", "GrowResult", "grow",
     "SELECTIONS", "Selection",
     "STOP_RULES",

@@ -80,6 +80,12 @@ def registry(module: str, name: str) -> tuple[Callable[[], str], Callable[[Any],
     return (lambda: "one of " + ", ".join(keys())), (lambda v: isinstance(v, str) and v in keys())
 
 
+def _optional_list(words: Callable[[], str], valid: Callable[[Any], bool]) -> tuple[Callable[[], str],
+                                                                                    Callable[[Any], bool]]:
+    """Words and check for None or a list of distinct values that each pass `valid`."""
+    return (lambda: f"None, or a list of distinct names, each {words()}"), optional(list_of(valid, unique=True))
+
+
 MAX_SEED = 1_000_000  # candidates and epochs derive seeds from it; this keeps them within 64 bits
 MAX_WIDTH = 4096
 MAX_EPOCHS = 10_000
@@ -165,6 +171,8 @@ _TABLE = [
           "True or False", is_bool),
     Param("ablation_rounds", 4, "planting rounds per ablation variant", "an integer from 1 to 10000",
           int_in(1, 10_000)),
+    Param("conditions", None, "study: the conditions to grow, by name (None: every one in study.CONDITIONS)",
+          *_optional_list(*registry("study", "BY_NAME"))),
     # running
     Param("device", "auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps",
           "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'",

@@ -57,7 +57,8 @@ def compute_time(out_dir: str | Path) -> pd.DataFrame:
         rows.append(dict(stage=stage, runs=len(nets),
                          seconds=sum(e["seconds"] for n in nets for e in n.meta.get("history", []))))
     for stage, name in (("planting (every candidate)", "planting"), ("ablations (every candidate)", "ablations"),
-                        ("grown variants (every candidate)", "variants")):
+                        ("grown variants (every candidate)", "variants"),
+                        ("study conditions (every candidate)", "study")):
         histories = [pd.read_csv(RunFolder.history(run)) for run in folder.planting_runs(name)]
         if histories or name == "planting":  # one row per candidate, after the initial network's row
             rows.append(dict(stage=stage, runs=sum(len(h) - 1 for h in histories),

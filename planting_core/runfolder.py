@@ -6,7 +6,8 @@
     planting/seed<S>/                a planting run: history.csv, planted.pt (grow_state.pt while it runs)
     ablations/<name>/                an ablation's planting run
     variants/<name>/seed<S>/         a grown variant's planting run (e.g. old channels fine-tuned)
-    students.csv, summary.csv, ablations.csv, figures/
+    study/<condition>/seed<S>/       a study condition's planting run (initial-seed<S>.pt if it changes it)
+    students.csv, summary.csv, ablations.csv, sweep.csv, conditions.csv, figures/
     .lock                            held by the job writing the folder (one writer at a time)
 """
 from __future__ import annotations
@@ -81,6 +82,13 @@ class RunFolder:
     def variant(self, name: str, seed: int) -> Path:
         return self.root / "variants" / name / f"seed{seed}"
 
+    def study(self, condition: str, seed: int) -> Path:
+        return self.root / "study" / condition / f"seed{seed}"
+
+    def study_initial(self, condition: str, seed: int) -> Path:
+        """The initial network of a study condition that changes it."""
+        return self.root / "study" / condition / f"initial-seed{seed}.pt"
+
     @staticmethod
     def history(run: Path) -> Path:
         """A planting run's history (one row per candidate)."""
@@ -102,6 +110,14 @@ class RunFolder:
     @property
     def summary_csv(self) -> Path:
         return self.root / "summary.csv"
+
+    @property
+    def sweep_csv(self) -> Path:
+        return self.root / "sweep.csv"
+
+    @property
+    def conditions_csv(self) -> Path:
+        return self.root / "conditions.csv"
 
     @property
     def ablations_csv(self) -> Path:

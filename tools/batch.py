@@ -28,7 +28,7 @@ from planting_core.params import PROFILES, check_params
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 # run only when --only names them: the performance appendix benchmarks Fashion-MNIST whatever the dataset
-ON_REQUEST = ("05_performance",)
+ON_REQUEST = ("05_performance", "06_study")
 
 
 def notebooks(folder: Path = NOTEBOOK_DIR, only: list[str] | None = None) -> list[Path]:

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # the book's runs: run folder under results/ -> (dataset, profile, parameter overrides, notebooks or None for all)
 BOOK_RUNS: dict[str, tuple[str, str, dict, list[str] | None]] = {
     "fashion-mnist-5k": ("fashion-mnist", "full", {"subset": 5000, "seeds": [0, 1, 2]},
-                         ["00", "01", "02", "03", "04", "05"]),
+                         ["00", "01", "02", "03", "04", "05", "06"]),
     # all 54,000 training images: 3 seeds up to [32] (1 for [64]), 3 epochs per candidate, at most 10 rounds,
     # ablations of 2 rounds; no performance appendix (it is the same machine)
     "fashion-mnist-full": ("fashion-mnist", "full", {"subset": None, "plant_epochs": 3, "max_rounds": 10,

@@ -1,0 +1,136 @@
+"""The study "when does planting help?": its conditions, their run folders, and the verdict rule.
+
+Each condition changes one thing in the paper's search (chapter 3's settings) to test one suspected cause of
+planting's shortfall; it is grown for every seed and judged against the fixed-width students of the same run:
+planting helps at a size factor f if the planted networks' mean test accuracy is at least that of the best
+student (mean over seeds, CE or KD) with at most f times the planted networks' mean parameter count. Only
+validation data choose inside a run; test accuracy is recorded, never used to choose.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .checkpoint import load_checkpoint
+from .models import count_parameters
+from .runfolder import RunFolder
+from .search import GrowResult
+
+CONDITION_COLUMNS = ["condition", "seeds", "planted_params_mean", "planted_acc_mean", "planted_acc_std",
+                     "best_student_le_1x", "best_student_le_2x", "verdict_1x", "verdict_2x"]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One study condition: what it changes in the paper's search, and which suspected cause it tests."""
+    name: str
+    cause: str  # the suspected cause of the shortfall it tests (the study protocol's list)
+    changes: dict = field(default_factory=dict)  # grow_config changes: GrowConfig fields, or train_<field>
+    widths: list[int] | None = None  # the initial network's widths (None: the run's `widths`)
+
+    def describe(self) -> str:
+        """The changes in words, e.g. 'train_epochs=30' ('none' for the paper's search)."""
+        parts = [f"{k}={v}" for k, v in self.changes.items()] + ([f"initial={self.widths}"] if self.widths else [])
+        return ", ".join(parts) or "none"
+
+
+# cheapest first, so that a study stopped early has the most conditions finished
+CONDITIONS: list[Condition] = [
+    Condition("paper", "reference: the paper's search with this book's settings"),
+    Condition("finetune-old", "frozen old channels", {"finetune_old": True}),
+    Condition("epochs-3", "under-trained candidates", {"train_epochs": 3}),
+    Condition("T1-valkd", "selection by validation CE rejects T > 1", {"select": "val_kd"}),
+    Condition("drop-per-param", "selection ignores parameter cost", {"select": "drop_per_param"}),
+    Condition("initial-4", "little headroom", widths=[4] * 5),
+    Condition("T2-valkd", "selection by validation CE rejects T > 1", {"train_T": 2.0, "select": "val_kd"}),
+    Condition("T4-valkd", "selection by validation CE rejects T > 1", {"train_T": 4.0, "select": "val_kd"}),
+    Condition("lr-0.01", "under-trained candidates", {"train_lr": 0.01}),
+    Condition("lr-0.1", "under-trained candidates", {"train_lr": 0.1}),
+    Condition("T8-valkd", "selection by validation CE rejects T > 1", {"train_T": 8.0, "select": "val_kd"}),
+    Condition("epochs-30", "under-trained candidates", {"train_epochs": 30}),
+]
+BY_NAME = {c.name: c for c in CONDITIONS}
+
+
+def condition_run(folder: RunFolder, cond: Condition, seed: int) -> Path:
+    """Where a condition's planting run of one seed lives; the paper's search and the fine-tuned variant are the
+    runs that chapters 3 and 4 already grew with the same settings (loaded, not regrown)."""
+    if cond.name == "paper":
+        return folder.planting(seed)
+    if cond.name == "finetune-old":
+        return folder.variant("finetune-old", seed)
+    return folder.study(cond.name, seed)
+
+
+def condition_initial(folder: RunFolder, cond: Condition, seed: int) -> Path:
+    """The initial network of a condition and seed: the run's own, unless the condition changes its widths."""
+    if cond.widths is None:
+        return folder.initial(seed)
+    return folder.study_initial(cond.name, seed)
+
+
+def sweep_row(cond: Condition, seed: int, result: GrowResult, settings: dict) -> dict:
+    """One sweep.csv row: a condition's planting run of one seed (what it varied, the kept network's validation
+    and test figures, its compute time). `settings` are the search's effective settings, for the record."""
+    h = result.history
+    kept = result.chosen().iloc[-1]
+    return dict(kind="planting", condition=cond.name, seed=seed, varied=cond.describe(),
+                settings=json.dumps(settings, sort_keys=True), rounds=int(kept["round"]), widths=kept["widths"],
+                params=int(kept["params"]), val_loss=float(kept["val_loss"]), val_acc=float(kept["val_acc"]),
+                test_acc=float(kept["test_acc"]), candidates=int((h["round"] > 0).sum()),
+                seconds=float(h["seconds"].sum()), stop_reason=result.stop_reason)
+
+
+def student_means(students: pd.DataFrame) -> pd.DataFrame:
+    """Fixed-width students averaged over seeds: one row per (widths, loss_fn) with params, acc and seeds."""
+    return (students.groupby(["widths", "loss_fn"]).agg(params=("params", "first"), acc=("test_acc", "mean"),
+                                                        seeds=("seed", "count")).reset_index())
+
+
+def best_student_acc(means: pd.DataFrame, max_params: float) -> float:
+    """The best mean test accuracy of a student with at most `max_params` parameters (NaN: none that small)."""
+    fit = means[means["params"] <= max_params]
+    return float(fit["acc"].max()) if len(fit) else float("nan")
+
+
+def verdict(planted_acc: float, student_acc: float) -> str:
+    """'helps' if the planted mean accuracy reaches the student's, 'does not help' if not ('no student' if none)."""
+    if student_acc != student_acc:  # NaN: no student that small was trained
+        return "no student that small"
+    return "helps" if planted_acc >= student_acc else "does not help"
+
+
+def conditions_table(sweep: pd.DataFrame, students: pd.DataFrame) -> pd.DataFrame:
+    """conditions.csv: per condition, the planted networks' mean size and accuracy over seeds, the best students
+    within 1x and 2x that size, and the verdicts (the protocol's rule)."""
+    means = student_means(students)
+    rows = []
+    planted = sweep[sweep["kind"] == "planting"]
+    for name, runs in planted.groupby("condition", sort=False):
+        params, acc = runs["params"].mean(), runs["test_acc"].mean()
+        le1, le2 = best_student_acc(means, params), best_student_acc(means, 2 * params)
+        rows.append(dict(condition=name, seeds=len(runs), planted_params_mean=round(float(params), 1),
+                         planted_acc_mean=float(acc), planted_acc_std=float(runs["test_acc"].std()),
+                         best_student_le_1x=le1, best_student_le_2x=le2,
+                         verdict_1x=verdict(acc, le1), verdict_2x=verdict(acc, le2)))
+    return pd.DataFrame(rows, columns=CONDITION_COLUMNS)
+
+
+def student_sweep_rows(folder: RunFolder) -> pd.DataFrame:
+    """The run's fixed-width students as sweep.csv rows: one per width, loss and seed, with the last epoch's
+    validation figures (what a tuning choice would read) and the test accuracy."""
+    rows = []
+    for s in folder.students():
+        net = load_checkpoint(s.path)
+        history = net.meta.get("history", [])
+        last = history[-1] if history else {}
+        rows.append(dict(kind="student", condition=f"student {s.loss.upper()}", seed=s.seed,
+                         varied=f"widths=[{s.width}]*5", settings=json.dumps(net.meta.get("settings", {}), sort_keys=True),
+                         rounds=0, widths=str(list(net.widths)), params=count_parameters(net),
+                         val_loss=last.get("val_loss", float("nan")), val_acc=last.get("val_acc", float("nan")),
+                         test_acc=net.meta["test_acc"], candidates=0, seconds=sum(e["seconds"] for e in history),
+                         stop_reason=""))
+    return pd.DataFrame(rows)
