@@ -5,13 +5,14 @@ from .data import DATASETS, Data, Split, augment, batches, check_dataset_name, d
 from .device import autocast, pick_device, to_device
 from .distill import ce_loss, kd_loss, teacher_logits
 from .errors import CheckpointError, DataNotFoundError, NonFiniteLossError, PlantingError
+from .fetch import fetch_checkpoints, write_manifest
 from .experiments import growth_settings, load_or_train, plant_and_save, read_history, train_students, training_settings
 from .models import LAYOUTS, NUM_CONVS, PlainCNN, check_widths, count_parameters, param_count
 from .params import DEFAULTS, PARAMS, PROFILES, Param, check_params, check_value
 from .planting import PlantedCNN, PlantedLayer, freeze, is_planted, merge, plant
 from .plots import plot_accuracy_vs_params, plot_planting_diagram, plot_search, plot_widths
 from .proposals import PROPOSALS, Candidate
-from . import study
+from . import fetch, study
 from .report import SUMMARY_COLUMNS, claims, compute_time, glue, poster_table, result_row
 from .runfolder import RunFolder
 from .search import GrowConfig, GrowResult, grow
@@ -27,6 +28,7 @@ __all__ = [
     "autocast", "pick_device", "to_device",
     "ce_loss", "kd_loss", "teacher_logits",
     "CheckpointError", "DataNotFoundError", "NonFiniteLossError", "PlantingError",
+    "fetch_checkpoints", "write_manifest",
     "growth_settings", "load_or_train", "plant_and_save", "read_history", "train_students", "training_settings",
     "LAYOUTS", "NUM_CONVS", "PlainCNN", "check_widths", "count_parameters", "param_count",
     "DEFAULTS", "PARAMS", "PROFILES", "Param", "check_params", "check_value",
@@ -34,7 +36,7 @@ __all__ = [
     "plot_accuracy_vs_params", "plot_planting_diagram", "plot_search", "plot_widths",
     "PROPOSALS", "Candidate",
     "SUMMARY_COLUMNS", "claims", "compute_time", "glue", "poster_table", "result_row",
-    "RunFolder", "study",
+    "RunFolder", "fetch", "study",
     "GrowConfig", "GrowResult", "grow",
     "SELECTIONS", "Selection",
     "STOP_RULES",

@@ -180,6 +180,9 @@ _TABLE = [
                                             (v.startswith("cuda:") and v[5:].isdigit()))),
     Param("out_dir", "runs/notebooks", "run folder: checkpoints, tables and figures land here",
           "a non-empty folder path", non_empty_str),
+    Param("checkpoint_url", None, "address of a published run folder whose checkpoints are fetched first, "
+          "verified by SHA-256 (None: train everything here)", "None, or an http://, https:// or file:// address",
+          optional(lambda v: isinstance(v, str) and v.startswith(("http://", "https://", "file://")))),
     Param("progress", True, "progress bars", "True or False", is_bool),
     Param("quick", False, "performance notebook: a small benchmark (under 2 minutes on 2 CPU cores)",
           "True or False", is_bool),

@@ -1,9 +1,14 @@
 """Shared fixtures: tiny synthetic datasets and networks, so each test runs in seconds on a CPU."""
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import os
 import sys
+import threading
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -64,3 +69,17 @@ def initial(data: pc.Data) -> pc.PlainCNN:
     net = pc.PlainCNN([4] * 5, **data.model_kwargs())
     pc.fit(net, data, pc.TrainConfig(epochs=1, lr=0.02, batch_size=32, progress=False))
     return net
+
+
+@contextlib.contextmanager
+def serve(directory: Path) -> Iterator[str]:
+    """Serve `directory` over HTTP on 127.0.0.1 (a free port) for a block; yields the base address."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    handler.log_message = lambda *a: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -98,12 +98,14 @@ def test_every_repository_address_comes_from_the_config():
     import re
 
     from tools.batch import notebooks
-    from tools.sync_links import colab_link, pages, repository
+    from tools.sync_links import colab_link, pages, raw_base, repository
     url, _ = repository()
     named = re.compile(r"(?:git\+|git clone )(https://github\.com/[\w.-]+/[\w-]+)")
+    raw = re.compile(r"https://raw\.githubusercontent\.com/[\w.-]+/[\w.-]+/[\w.-]+/")
     for path in notebooks() + pages():
         text = path.read_text()
         assert all(found == url for found in named.findall(text)), f"{path}: run `python -m tools.sync_links`"
+        assert all(found == raw_base() for found in raw.findall(text)), f"{path}: run `python -m tools.sync_links`"
         if path.suffix == ".ipynb":
             links = re.findall(r"https://colab\.research\.google\.com/github/[^\s)\"]+", text)
             assert links == [colab_link(path.name)], f"{path}: run `python -m tools.sync_links`"

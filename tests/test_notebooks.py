@@ -1,5 +1,6 @@
 """The notebooks: structure, a smoke run of all of them through the batch runner, then nbval on the copies."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ import pandas as pd
 import pytest
 
 import planting_core as pc
-from conftest import tiny_notebook
+from conftest import serve, tiny_notebook
 from tools.batch import notebook_parameters, notebooks, run_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +52,33 @@ def test_smoke_run_writes_every_result(smoke):
     assert (cost["runs"] > 0).all() and (cost["seconds"] > 0).all()
     assert cost.loc["fixed-width students", "runs"] == len(pd.read_csv(smoke / "students.csv"))
     assert cost.loc["total", "seconds"] == pytest.approx(cost["seconds"].drop("total").sum())
+
+
+def test_notebooks_start_from_published_checkpoints(smoke, tmp_path):
+    pc.write_manifest(smoke, {"dataset": "fashion-mnist", **pc.PROFILES["smoke"]})
+    out = tmp_path / "fetched"
+    with serve(smoke) as url:
+        run_batch("fashion-mnist", "smoke", {"checkpoint_url": url}, out=out, only=["01", "02"])
+    assert (out / "teacher.pt").read_bytes() == (smoke / "teacher.pt").read_bytes()
+    for name in ("students.csv",):
+        assert pd.read_csv(out / name).equals(pd.read_csv(smoke / name))
+    text = (out / "notebooks" / "01_teacher.ipynb").read_text()
+    assert "published files fetched from" in text
+    assert not list(out.rglob("*.state.pt"))  # nothing was trained: every network came from the manifest
+
+
+def test_study_notebook_writes_sweep_and_verdicts(smoke, tmp_path):
+    out = tmp_path / "study"
+    shutil.copytree(smoke, out, ignore=shutil.ignore_patterns("notebooks", ".lock"))
+    run_batch("fashion-mnist", "smoke", {"conditions": ["paper", "epochs-3", "initial-4"], "seeds": [0, 1]}, out=out,
+              only=["06"])
+    sweep, table = pd.read_csv(out / "sweep.csv"), pd.read_csv(out / "conditions.csv")
+    assert list(table.columns) == pc.study.CONDITION_COLUMNS
+    assert list(table["condition"]) == ["paper", "epochs-3", "initial-4"] and (table["seeds"] == 2).all()
+    assert set(sweep["kind"]) == {"planting", "student"}
+    assert sweep.loc[sweep["kind"] == "student", "seed"].nunique() == 2  # seed 1's students trained for the study
+    recomputed = pc.study.conditions_table(sweep, pd.read_csv(out / "students.csv"))
+    pd.testing.assert_frame_equal(recomputed, table, check_dtype=False)
 
 
 def test_nbval_reruns_the_smoke_copies(smoke):

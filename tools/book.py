@@ -13,7 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from planting_core.configs import with_defaults
 from planting_core.errors import PlantingError, cli
+from planting_core.fetch import write_manifest
+from planting_core.params import PROFILES
 from tools.batch import notebooks, run_batch, write_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,11 +68,19 @@ def book_notebooks(run: str) -> list[str]:
     return [nb.name for nb in notebooks(only=BOOK_RUNS[run][3])]
 
 
+def run_params(run: str) -> dict:
+    """Every parameter of a book run (its profile and overrides over the table's defaults)."""
+    dataset, profile, sets, _ = BOOK_RUNS[run]
+    return with_defaults({**PROFILES[profile], "dataset": dataset, **sets})
+
+
 def execute_book_runs(force: bool = False) -> None:
-    """Bring every book run's executed notebooks up to date (load-or-train: only what is missing runs)."""
+    """Bring every book run's executed notebooks up to date (load-or-train: only what is missing runs), and
+    write each run's checkpoint manifest (what notebooks fetch with checkpoint_url)."""
     for run, (dataset, profile, sets, only) in BOOK_RUNS.items():
         run_batch(dataset, profile, sets, ROOT / "results" / run, only=only, force=force)
         present(run)
+        write_manifest(ROOT / "results" / run, run_params(run))
 
 
 README = ROOT / "README.md"

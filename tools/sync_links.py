@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # the places that name the repository: pip's git+ address, git clone, and Colab's github/ path
 INSTALL_OR_CLONE = re.compile(r"(git\+|git clone )https://github\.com/[\w.-]+/[\w-]+(?:\.[\w-]+)*?(?=\.git\b|[^\w./-]|$)")
 COLAB = re.compile(r"https://colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/[\w.-]+/notebooks/[\w.-]+\.ipynb")
+RAW = re.compile(r"https://raw\.githubusercontent\.com/[\w.-]+/[\w.-]+/[\w.-]+/")
 CLONE_DIR = re.compile(r"(git clone \S+ && cd )[\w.-]+")
 
 
@@ -36,11 +37,18 @@ def colab_link(notebook: str) -> str:
            f"notebooks/{notebook}"
 
 
+def raw_base() -> str:
+    """The address under which the repository's files are served raw (checkpoint_url starts with it)."""
+    url, branch = repository()
+    return f"https://raw.githubusercontent.com/{url.removeprefix('https://github.com/')}/{branch}/"
+
+
 def rewrite(text: str, notebook: str | None = None) -> str:
     """`text` with every repository address (and, in a notebook, its Colab link) made the configured one."""
     url, _ = repository()
     text = INSTALL_OR_CLONE.sub(lambda m: m.group(1) + url, text)
     text = CLONE_DIR.sub(lambda m: m.group(1) + url.rsplit("/", 1)[1], text)
+    text = RAW.sub(raw_base(), text)
     if notebook:
         text = COLAB.sub(colab_link(notebook), text)
     return text
