@@ -12,6 +12,7 @@ from typing import Any, Callable
 import pandas as pd
 import torch
 
+from . import distributed
 from .errors import CheckpointError, PlantingError
 from .hashing import tensor_digest
 from .models import PlainCNN
@@ -29,8 +30,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call `write(tmp)` on a temporary file beside `path`, then rename: a crash never leaves a half-written file.
 
     A failed write (a full disk, a read-only folder) is a PlantingError naming the file; no temporary file is left.
+    Under torchrun only rank 0 writes (the others return at once).
     """
     path = Path(path)
+    if not distributed.is_main():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

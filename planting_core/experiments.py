@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from . import distributed
 from .checkpoint import fingerprint, load_checkpoint, save_checkpoint, write_csv
 from .data import Data
 from .errors import PlantingError
@@ -56,11 +57,13 @@ def load_or_train(path: str | Path, widths: list[int], data: Data, cfg: TrainCon
     torch.manual_seed(seed)
     net = PlainCNN(widths, **data.model_kwargs()).to(dev)
     state = path.with_name(path.stem + ".state.pt")
-    hist = fit(net, data, cfg, teacher=teacher, checkpoint=state, desc=desc)
+    hist = fit(net, data, cfg, teacher=teacher, checkpoint=state, desc=desc, data_parallel=True)
     test = evaluate(net, data.test, cfg.eval_batch_size)
     save_checkpoint(net, path, widths=list(widths), loss_fn=cfg.loss, seed=seed, epochs=cfg.epochs,
                     test_loss=test["loss"], test_acc=test["acc"], history=hist, settings=wanted, **meta)
-    state.unlink(missing_ok=True)
+    distributed.barrier()  # under torchrun: rank 0 has written it; every process loads the same file
+    if distributed.is_main():
+        state.unlink(missing_ok=True)
     return load_checkpoint(path, device=dev)
 
 
@@ -113,6 +116,7 @@ def plant_and_save(initial: PlainCNN, teacher: PlainCNN, data: Data, cfg: GrowCo
     kept = result.chosen().iloc[-1]  # grow measured the kept network on the test split already
     save_checkpoint(result.model, path, test_loss=float(kept["test_loss"]), test_acc=float(kept["test_acc"]),
                     stop_reason=result.stop_reason, max_rounds=cfg.max_rounds, settings=wanted)
+    distributed.barrier()  # under torchrun: no process goes on before rank 0 has written the run
     return result
 
 

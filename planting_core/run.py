@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 from typing import Any
 
+from . import distributed
 from .checkpoint import write_json
 from .configs import grow_config, load_run_data, student_config, teacher_config, with_defaults
 from .device import pick_device
@@ -71,32 +73,38 @@ def job(a: argparse.Namespace) -> None:
     if a.out is not None and not str(a.out).strip():
         raise PlantingError("--out must be a folder path, got an empty string")
     pick_device(params["device"])  # e.g. --device mps on a machine without it, before anything is written
+    distributed.init_from_env(params["device"])  # under torchrun: join the other processes (one GPU each)
     folder = RunFolder(a.out or f"runs/{params['dataset']}")
-    with folder.lock():  # one writer per run folder; a second job ends here, naming this one's pid
+    with contextlib.ExitStack() as held:
+        # one writer per run folder (under torchrun, rank 0 holds it); a second job ends here, naming its pid
+        distributed.on_main(lambda: held.enter_context(folder.lock()))
         run_job(params, grow_cfg, folder)
 
 
 def run_job(params: dict[str, Any], grow_cfg: GrowConfig, folder: RunFolder) -> None:
     """The job's work, with every parameter already checked and the run folder locked."""
+    say = print if distributed.is_main() else (lambda *args, **kwargs: None)  # under torchrun: rank 0 speaks
+    params = params if distributed.is_main() else {**params, "progress": False}
     seed = params["seed"]
-    data = load_run_data(params)
-    print(data.describe(), "on", data.train.x.device, flush=True)
+    data = distributed.on_main(lambda: load_run_data(params))  # rank 0 first: it may download the dataset
+    data = data or load_run_data(params)
+    say(data.describe(), "on", data.train.x.device, flush=True)
     teacher = load_or_train(folder.teacher, [params["teacher_width"]] * 5, data, teacher_config(params),
                             seed=seed, desc="teacher")
     initial = load_or_train(folder.initial(seed), params["widths"], data, student_config(params, seed),
                             seed=seed, desc="initial")
     for tag, net in (("teacher", teacher), ("initial", initial)):
-        print(f"{tag}: widths {net.widths}, {count_parameters(net):,} params, test acc {net.meta['test_acc']:.4f}")
+        say(f"{tag}: widths {net.widths}, {count_parameters(net):,} params, test acc {net.meta['test_acc']:.4f}")
     run = folder.planting(seed)
     result = plant_and_save(initial, teacher, data, grow_cfg, run, progress=params["progress"])
     kept = result.chosen().iloc[-1]
-    print(result.chosen()[["round", "layer", "widths", "params", "val_loss", "val_acc", "test_acc"]].to_string())
-    print(f"stopped: {result.stop_reason}")
-    print(f"planted: widths {result.model.widths}, {count_parameters(result.model):,} params, "
+    say(result.chosen()[["round", "layer", "widths", "params", "val_loss", "val_acc", "test_acc"]].to_string())
+    say(f"stopped: {result.stop_reason}")
+    say(f"planted: widths {result.model.widths}, {count_parameters(result.model):,} params, "
           f"test acc {kept['test_acc']:.4f}; history in {RunFolder.history(run)}")
     summary = {"teacher": teacher.meta | {"params": count_parameters(teacher)},
                "initial": initial.meta | {"params": count_parameters(initial)},
                "planted": {"widths": result.model.widths, "params": count_parameters(result.model),
                            "test_acc": float(kept["test_acc"]), "test_loss": float(kept["test_loss"])},
-               "stop_reason": result.stop_reason, "parameters": params}
+               "stop_reason": result.stop_reason, "parameters": params, "world_size": distributed.world_size()}
     write_json(summary, folder.root / "summary.json")

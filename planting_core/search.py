@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import atomic_save, fingerprint, safe_load, write_csv
 from .data import Data
 from .device import to_device
@@ -166,7 +167,9 @@ def grow(initial: PlainCNN, teacher: torch.nn.Module, data: Data, cfg: GrowConfi
             state.stop_reason = f"reached max_rounds={cfg.max_rounds}"
             break
         pending = [c for c in propose(state.current, state.round, cfg.channels) if c.key not in state.done]
-        for key, outcome in trainer.train(state.current, pending, state.round):
+        # under torchrun each process trains its share of the candidates; every process gets all the outcomes
+        for key, outcome in distributed.shared_map(lambda share: trainer.train(state.current, share, state.round),
+                                                   pending, key=lambda cand: cand.key):
             state.done[key] = outcome
             state.save()
             bar.update(1)

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 warnings.filterwarnings("ignore", category=TqdmWarning)  # no ipywidgets: tqdm.auto falls back to text bars
 
+from . import distributed
 from .checkpoint import atomic_save, safe_load
 from .data import Data, Split, augment, batches
 from .device import autocast, to_device
@@ -123,13 +124,15 @@ def _prefix_cache(model: FrozenPrefix, x: torch.Tensor, cfg: TrainConfig) -> tup
 
 
 def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | None = None,
-        targets: torch.Tensor | None = None, checkpoint: str | Path | None = None, desc: str = "train") -> list[dict]:
+        targets: torch.Tensor | None = None, checkpoint: str | Path | None = None, desc: str = "train",
+        data_parallel: bool = False) -> list[dict]:
     """Train the trainable parameters of `model` (those with requires_grad; a FrozenPrefix trains through its
     own fast path).
 
     loss "kd" distils from `teacher`; `targets` may pass its cached train-split logits (N, K). With
-    `checkpoint`, the state is written atomically after every epoch and a rerun resumes from it.
-    Returns one dict per epoch: epoch, train_loss, val_loss, val_acc, seconds.
+    `checkpoint`, the state is written atomically after every epoch and a rerun resumes from it. With
+    `data_parallel` under torchrun, each process trains on its share of every batch (DistributedDataParallel;
+    the global batch stays `batch_size`). Returns one dict per epoch: epoch, train_loss, val_loss, val_acc, seconds.
     """
     cfg.check()
     dev = data.train.x.device
@@ -170,15 +173,21 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
     split = isinstance(model, FrozenPrefix)
     cache = _prefix_cache(model, data.train.x, cfg) if split and cfg.cache_frozen and not cfg.augment else None
     n_train = len(data.train)
+    # under torchrun: each process a shard of every batch; DDP averages the gradients over the processes
+    parallel = data_parallel and distributed.active() and not split
+    net = distributed.wrap(model) if parallel else model
     bar = tqdm(total=steps * (cfg.epochs - first), desc=desc, disable=not cfg.progress, leave=False)
     for epoch in range(first, cfg.epochs):
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         total = torch.zeros((), device=dev)
         for idx in batches(n_train, cfg.batch_size, shuffle=True, generator=gen, device=dev):
-            xb, yb = data.train.x[idx], data.train.y[idx]
+            xb, yb = data.train.x[idx], data.train.y[idx]  # (B, C, H, W), (B,)
             if cfg.augment:
                 xb = augment(xb, gen, cfg.flip, cfg.crop_pad)
+            batch = len(idx)
+            if parallel:  # this process's share: every N-th image from its rank, (B / processes, ...)
+                idx, xb, yb = (distributed.shard(t) for t in (idx, xb, yb))
             with autocast(dev):
                 if cfg.loss == "kd":
                     if targets is not None:
@@ -191,15 +200,20 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
                 elif split:
                     logits = model.forward_from_prefix(*model.frozen_prefix(xb))
                 else:
-                    logits = model(xb)
-                loss = kd_loss(logits, tb, cfg.T, yb, cfg.alpha) if cfg.loss == "kd" else ce_loss(logits, yb)
+                    logits = net(xb)
+                if len(idx):
+                    loss = kd_loss(logits, tb, cfg.T, yb, cfg.alpha) if cfg.loss == "kd" else ce_loss(logits, yb)
+                else:  # a process with no image of a short last batch still joins the gradient average
+                    loss = logits.sum() * 0.0
+            # DDP averages over processes: scaled so that the step is the one of the whole batch's mean loss
+            scale = len(idx) * distributed.world_size() / batch if parallel else 1.0
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * scale).backward()
             opt.step()
             sched.step()
             total += loss.detach() * len(idx)  # stays on the device: no host sync per step
             bar.update(1)
-        train_loss = total.item() / n_train  # one sync per epoch
+        train_loss = (distributed.all_sum(total) if parallel else total).item() / n_train  # one sync per epoch
         if not math.isfinite(train_loss):
             bar.close()
             raise NonFiniteLossError(f"{desc}: the training loss became {train_loss} in epoch {epoch + 1}; "

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 import planting_core as pc
 from conftest import serve, tiny_notebook
@@ -177,3 +178,38 @@ def test_the_source_hash_ignores_how_a_cell_source_is_stored(tmp_path):
     as_lines.write_text(json.dumps(nb))
     assert source_hash(as_text, {"seed": 0}) == source_hash(as_lines, {"seed": 0})
     assert source_hash(as_text, {"seed": 0}) != source_hash(as_text, {"seed": 1})
+
+
+def test_batch_runs_several_datasets_at_once(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from tools.batch import main
+    images = tmp_path / "images"
+    for k in range(3):  # three classes of 40 noisy 16x16 images around a class pattern
+        (images / f"c{k}").mkdir(parents=True)
+        pattern = torch.rand(16, 16, generator=torch.Generator().manual_seed(k))
+        for i in range(40):
+            noisy = (pattern + 0.3 * torch.rand(16, 16)).clamp(0, 1)
+            Image.fromarray((noisy * 255).byte().numpy()).save(images / f"c{k}" / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    code = main(["--dataset", "fashion-mnist", "--dataset", "imagefolder", "--profile", "smoke", "--only", "01",
+                 "--set", f"data_root={str(images)!r}", "--set", "subset=64", "--set", "val_size=16", "--jobs", "2"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    for name in ("fashion-mnist", "imagefolder"):
+        assert (tmp_path / "runs" / f"{name}-smoke" / "teacher.pt").exists()
+        assert f"[{name}] [1/1] 01_teacher ... ok" in out
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--dataset", "fashion-mnist", "--dataset", "fashion-mnist"], "named twice"),
+    (["--dataset", "fashion-mnist", "--dataset", "cifar10", "--out", "x"], "--out names one run folder"),
+    (["--dataset", "fashion-mnist", "--jobs", "0"], "--jobs must be a positive integer"),
+    (["--dataset", "fashion-mnist", "--dataset", "cifar10", "--set", "epochz=1"], "unknown parameter"),
+])
+def test_batch_of_several_datasets_checks_before_running(argv, match, tmp_path, monkeypatch, capsys):
+    from tools.batch import main
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert match in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -26,7 +26,8 @@ from planting_core.errors import PlantingError, cli
 from planting_core.lock import folder_lock
 from planting_core.params import PROFILES, check_params
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
 # run only when --only names them: the performance appendix benchmarks Fashion-MNIST whatever the dataset
 ON_REQUEST = ("05_performance", "06_study")
 
@@ -164,10 +165,15 @@ def plan_batch(dataset: str, profile: str, sets: dict, out: Path, only: list[str
     return plan
 
 
+def default_out(dataset: str, profile: str) -> Path:
+    """A batch's run folder when --out is not given: runs/<dataset>-<profile>."""
+    return Path("runs") / f"{check_dataset_name(dataset)}-{profile}"
+
+
 def run_batch(dataset: str, profile: str = "quick", sets: dict | None = None, out: Path | None = None,
               only: list[str] | None = None, folder: Path = NOTEBOOK_DIR, force: bool = False) -> Path:
     """Run every notebook (or those whose names contain one of `only`) for `dataset` into a run folder."""
-    out = (out or Path("runs") / f"{check_dataset_name(dataset)}-{profile}").resolve()
+    out = (out or default_out(dataset, profile)).resolve()
     plan = plan_batch(dataset, profile, sets or {}, out, only, folder)
     print(f"run folder: {out}", flush=True)
     with folder_lock(out):  # one writer per run folder: a second batch on it ends at once, naming this one's pid
@@ -225,15 +231,51 @@ def list_everything(folder: Path = NOTEBOOK_DIR) -> None:
             print(f"  {key} = {value!r}")
 
 
+def gpu_env(slot: int) -> dict[str, str]:
+    """The environment of the `slot`-th concurrent job: its own GPU where there are several."""
+    import torch
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    if torch.cuda.device_count() > 1 and "CUDA_VISIBLE_DEVICES" not in env:
+        env["CUDA_VISIBLE_DEVICES"] = str(slot % torch.cuda.device_count())
+    return env
+
+
+def run_many(datasets: list[str], argv: list[str], jobs: int) -> None:
+    """One batch per dataset, `jobs` at a time, each in its own process (and run folder); every line of their
+    output is prefixed with the dataset. Raises if any failed, after all have ended."""
+    import subprocess
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    slots = iter(range(len(datasets)))
+    lock = threading.Lock()
+
+    def one(name: str) -> int:
+        slot = next(slots)
+        proc = subprocess.Popen([sys.executable, "-m", "tools.batch", "--dataset", name, *argv], env=gpu_env(slot),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            with lock:
+                print(f"[{name}] {line}", end="", flush=True)
+        return proc.wait()
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        codes = dict(zip(datasets, pool.map(one, datasets)))
+    failed = [name for name, code in codes.items() if code]
+    if failed:
+        raise PlantingError(f"the batch of {', '.join(failed)} failed (see the lines marked with its name above)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.batch", description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", help=f"one of: {', '.join(DATASETS)}")
+    ap.add_argument("--dataset", action="append", help=f"one of: {', '.join(DATASETS)}; give it several times to "
+                    "run several datasets (each in its own run folder)")
     ap.add_argument("--profile", default="quick", help=f"one of: {', '.join(PROFILES)} (default quick)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a notebook parameter")
     ap.add_argument("--out", type=Path, help="run folder (default runs/<dataset>-<profile>)")
     ap.add_argument("--only", action="append", help="run only notebooks whose name contains this (the "
                     "performance notebook 05 runs only when named)")
     ap.add_argument("--force", action="store_true", help="rerun notebooks that are up to date")
+    ap.add_argument("--jobs", type=int, default=1, help="with several datasets: how many run at once, each in its "
+                    "own process (and on its own GPU where there are several); default 1")
     ap.add_argument("--list", action="store_true", help="list datasets, profiles and notebook parameters")
     a = ap.parse_args(argv)
 
@@ -242,8 +284,22 @@ def main(argv: list[str] | None = None) -> int:
             return list_everything()
         if not a.dataset:
             raise PlantingError(f"give --dataset NAME (one of: {', '.join(DATASETS)}) or --list")
-        out = run_batch(a.dataset, a.profile, parse_set(a.set), a.out, a.only, force=a.force)
-        print(f"done: executed notebooks, CSV tables, figures and checkpoints are in {out}")
+        if a.jobs < 1:
+            raise PlantingError(f"--jobs must be a positive integer, got {a.jobs}")
+        if len(set(a.dataset)) < len(a.dataset):
+            raise PlantingError(f"a dataset is named twice in --dataset {a.dataset}: each runs once, in its own folder")
+        if len(a.dataset) > 1 and a.out is not None:
+            raise PlantingError("--out names one run folder; with several datasets each gets runs/<dataset>-<profile>")
+        sets = parse_set(a.set)
+        for name in a.dataset:  # every dataset's plan checked before any notebook runs
+            plan_batch(name, a.profile, sets, a.out or default_out(name, a.profile), a.only)
+        if len(a.dataset) == 1:
+            out = run_batch(a.dataset[0], a.profile, sets, a.out, a.only, force=a.force)
+            print(f"done: executed notebooks, CSV tables, figures and checkpoints are in {out}")
+            return None
+        rest = [x for arg in a.set for x in ("--set", arg)] + [x for o in a.only or [] for x in ("--only", o)]
+        run_many(a.dataset, ["--profile", a.profile, *rest, *(["--force"] if a.force else [])], a.jobs)
+        print("done: " + ", ".join(f"{n} in {default_out(n, a.profile)}" for n in a.dataset))
     return cli(job)
 
 if __name__ == "__main__":

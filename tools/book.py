@@ -99,6 +99,15 @@ def results_markdown() -> str:
         if path.exists():
             table = poster_table(pd.read_csv(path)).to_markdown(index=False)
             parts.append(f"`results/{run}/summary.csv`:\n\n{table}")
+        study = ROOT / "results" / run / "conditions.csv"
+        if study.exists():  # the study "when does planting help?": which conditions meet the paper's claim
+            table = pd.read_csv(study)
+            table[["planted_acc_mean", "best_student_le_1x", "best_student_le_2x"]] *= 100
+            table["planted_acc_std"] *= 100
+            table["planted_params_mean"] = table["planted_params_mean"].round().astype(int)
+            shown = table.round(2).to_markdown(index=False)
+            parts.append(f"`results/{run}/conditions.csv` (the study; accuracies in %, mean over seeds; verdicts "
+                         f"by the book's study protocol):\n\n{shown}")
     return "\n\n".join(parts)
 
 
