@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-JOB = ["--dataset", "fashion-mnist", "--subset", "4000", "--val-size", "500", "--teacher-width", "16",
-       "--teacher-epochs", "3", "--widths", "4,4,4,4,4", "--epochs", "3", "--plant-epochs", "3", "--max-rounds", "3",
+JOB = ["--dataset", "fashion-mnist", "--subset", "3000", "--val-size", "500", "--teacher-width", "16",
+       "--teacher-epochs", "2", "--widths", "4,4,4,4,4", "--epochs", "2", "--plant-epochs", "2", "--max-rounds", "2",
        "--no-progress"]
 # (processes, threads per process)
 SETTINGS = [(1, 1), (1, 2), (2, 1)]

@@ -19,6 +19,7 @@ from .models import count_parameters
 from .runfolder import RunFolder
 from .search import GrowResult
 
+MAX_ROUNDS = 50  # the budget of every run: at most this many planting rounds (200 channels at 4 per step)
 CONDITION_COLUMNS = ["condition", "seeds", "planted_params_mean", "planted_acc_mean", "planted_acc_std",
                      "best_student_le_1x", "best_student_le_2x", "verdict_1x", "verdict_2x"]
 
@@ -53,6 +54,11 @@ CONDITIONS: list[Condition] = [
     Condition("epochs-30", "under-trained candidates", {"train_epochs": 30}),
 ]
 BY_NAME = {c.name: c for c in CONDITIONS}
+
+
+def grow_changes(cond: Condition, max_rounds: int | None = None) -> dict:
+    """The condition's changes to the search, with the study's round budget (or the run's smaller max_rounds)."""
+    return {"max_rounds": min(max_rounds or MAX_ROUNDS, MAX_ROUNDS), **cond.changes}
 
 
 def condition_run(folder: RunFolder, cond: Condition, seed: int) -> Path:
