@@ -6,7 +6,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -125,14 +125,15 @@ def _prefix_cache(model: FrozenPrefix, x: torch.Tensor, cfg: TrainConfig) -> tup
 
 def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | None = None,
         targets: torch.Tensor | None = None, checkpoint: str | Path | None = None, desc: str = "train",
-        data_parallel: bool = False) -> list[dict]:
+        data_parallel: bool = False, penalty: Callable[[nn.Module], torch.Tensor] | None = None) -> list[dict]:
     """Train the trainable parameters of `model` (those with requires_grad; a FrozenPrefix trains through its
     own fast path).
 
     loss "kd" distils from `teacher`; `targets` may pass its cached train-split logits (N, K). With
     `checkpoint`, the state is written atomically after every epoch and a rerun resumes from it. With
     `data_parallel` under torchrun, each process trains on its share of every batch (DistributedDataParallel;
-    the global batch stays `batch_size`). Returns one dict per epoch: epoch, train_loss, val_loss, val_acc, seconds.
+    the global batch stays `batch_size`). `penalty(model)`, if given, is added to every step's
+    loss (e.g. pruning's group-sparse regulariser; the logged train loss leaves it out). Returns one dict per epoch: epoch, train_loss, val_loss, val_acc, seconds.
     """
     cfg.check()
     dev = data.train.x.device
@@ -176,6 +177,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
     # under torchrun: each process a shard of every batch; DDP averages the gradients over the processes
     parallel = data_parallel and distributed.active() and not split
     net = distributed.wrap(model) if parallel else model
+    regularise = penalty or (lambda m: 0.0)
     bar = tqdm(total=steps * (cfg.epochs - first), desc=desc, disable=not cfg.progress, leave=False)
     for epoch in range(first, cfg.epochs):
         t0 = time.perf_counter()
@@ -208,7 +210,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
             # DDP averages over processes: scaled so that the step is the one of the whole batch's mean loss
             scale = len(idx) * distributed.world_size() / batch if parallel else 1.0
             opt.zero_grad(set_to_none=True)
-            (loss * scale).backward()
+            (loss * scale + regularise(model)).backward()
             opt.step()
             sched.step()
             total += loss.detach() * len(idx)  # stays on the device: no host sync per step
