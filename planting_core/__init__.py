@@ -12,8 +12,8 @@ from .params import DEFAULTS, PARAMS, PROFILES, Param, check_params, check_value
 from .planting import PlantedCNN, PlantedLayer, freeze, is_planted, merge, plant
 from .plots import plot_accuracy_vs_params, plot_planting_diagram, plot_search, plot_widths
 from .proposals import PROPOSALS, Candidate
-from . import fetch, study
-from .report import SUMMARY_COLUMNS, claims, compute_time, glue, poster_table, result_row
+from . import fetch, pruning, study
+from .report import METHOD_COLUMNS, SUMMARY_COLUMNS, claims, compute_time, glue, poster_table, result_row, write_method_rows
 from .runfolder import RunFolder
 from .search import GrowConfig, GrowResult, grow
 from .selection import SELECTIONS, Selection
@@ -35,8 +35,8 @@ __all__ = [
     "PlantedCNN", "PlantedLayer", "freeze", "is_planted", "merge", "plant", "trainable_parameters",
     "plot_accuracy_vs_params", "plot_planting_diagram", "plot_search", "plot_widths",
     "PROPOSALS", "Candidate",
-    "SUMMARY_COLUMNS", "claims", "compute_time", "glue", "poster_table", "result_row",
-    "RunFolder", "fetch", "study",
+    "METHOD_COLUMNS", "SUMMARY_COLUMNS", "claims", "compute_time", "glue", "poster_table", "result_row", "write_method_rows",
+    "RunFolder", "fetch", "pruning", "study",
     "GrowConfig", "GrowResult", "grow",
     "SELECTIONS", "Selection",
     "STOP_RULES",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import torch
@@ -40,26 +41,32 @@ def _refuse_if_changed(path: Path, saved: dict, wanted: dict, what: str = "train
                             f"or delete {path} to make it again")
 
 
-def load_or_train(path: str | Path, widths: list[int], data: Data, cfg: TrainConfig, teacher: PlainCNN | None = None,
-                  seed: int = 0, desc: str = "train", **meta) -> PlainCNN:
+def load_or_train(path: str | Path, widths: list[int] | None, data: Data, cfg: TrainConfig,
+                  teacher: PlainCNN | None = None, seed: int = 0, desc: str = "train",
+                  start: Callable[[], PlainCNN] | None = None, origin: dict | None = None,
+                  penalty: Callable[[torch.nn.Module], torch.Tensor] | None = None, **meta) -> PlainCNN:
     """Load the network saved at `path`, or train it (resumably, epoch by epoch) and save it there.
 
-    The checkpoint's metadata holds the test loss and accuracy, the per-epoch history and the settings.
+    It trains a fresh PlainCNN(widths), or the network `start()` builds (e.g. a pruned one; `origin` then says
+    what that network depends on, and is checked like the settings), with `penalty(net)` added to the loss if
+    given (its repr is recorded). The checkpoint's metadata holds the test loss and accuracy, the per-epoch
+    history and the settings.
     """
     path = Path(path)
     dev = data.train.x.device
-    wanted = {**training_settings(cfg), "widths": list(widths), "data": data.describe(),
-              "teacher": None if teacher is None else fingerprint(teacher)}
+    wanted = {**training_settings(cfg), "widths": None if widths is None else list(widths), "data": data.describe(),
+              "teacher": None if teacher is None else fingerprint(teacher), **(origin or {}),
+              **({"penalty": repr(penalty)} if penalty is not None else {})}
     if path.exists():
         net = load_checkpoint(path, device=dev)
         _refuse_if_changed(path, net.meta.get("settings", {}), wanted)
         return net
     torch.manual_seed(seed)
-    net = PlainCNN(widths, **data.model_kwargs()).to(dev)
+    net = (start() if start is not None else PlainCNN(widths, **data.model_kwargs())).to(dev)
     state = path.with_name(path.stem + ".state.pt")
-    hist = fit(net, data, cfg, teacher=teacher, checkpoint=state, desc=desc, data_parallel=True)
+    hist = fit(net, data, cfg, teacher=teacher, checkpoint=state, desc=desc, data_parallel=True, penalty=penalty)
     test = evaluate(net, data.test, cfg.eval_batch_size)
-    save_checkpoint(net, path, widths=list(widths), loss_fn=cfg.loss, seed=seed, epochs=cfg.epochs,
+    save_checkpoint(net, path, widths=list(net.widths), loss_fn=cfg.loss, seed=seed, epochs=cfg.epochs,
                     test_loss=test["loss"], test_acc=test["acc"], history=hist, settings=wanted, **meta)
     distributed.barrier()  # under torchrun: rank 0 has written it; every process loads the same file
     if distributed.is_main():

@@ -173,6 +173,14 @@ _TABLE = [
           int_in(1, 10_000)),
     Param("conditions", None, "study: the conditions to grow, by name (None: every one in study.CONDITIONS)",
           *_optional_list(*registry("study", "BY_NAME"))),
+    # compared methods
+    Param("prune_from", [32, 64], "pruning: the widths [w]*5 trained with the group-sparse penalty, then pruned",
+          f"a non-empty list of distinct integers from 1 to {MAX_WIDTH}", list_of(int_in(1, MAX_WIDTH), unique=True)),
+    Param("sparsity", 1e-4, "pruning: strength of the hierarchical group-sparse penalty",
+          "a number from 0 to 1", num_in(0, 1)),
+    Param("prune_budgets", None, "pruning: parameter budgets to prune to (None: the sizes of the smaller "
+          "fixed-width students and of each seed's planted network)",
+          "None, or a non-empty list of distinct positive integers", optional(list_of(int_in(1, 10 ** 9), unique=True))),
     # running
     Param("device", "auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps",
           "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'",

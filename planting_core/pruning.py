@@ -13,15 +13,17 @@ Choices the source leaves open, made here (the comparison chapter lists them):
 from __future__ import annotations
 
 import math
-from typing import Callable
-
+from pathlib import Path
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import fingerprint
 from .data import Data
+from .experiments import load_or_train
 from .models import NUM_CONVS, PlainCNN, param_count
+from .train import TrainConfig
 
 EPS = 1e-12  # keeps the gradient of a norm finite at zero
 
@@ -48,9 +50,22 @@ def group_sparse_penalty(net: PlainCNN, strength: float) -> torch.Tensor:
     return strength * total
 
 
-def sparse_penalty(strength: float) -> Callable[[nn.Module], torch.Tensor]:
-    """The penalty as train.fit takes it (a function of the network)."""
-    return lambda net: group_sparse_penalty(net, strength)
+class SparsePenalty:
+    """The penalty as train.fit takes it (a function of the network), named by its strength."""
+
+    def __init__(self, strength: float):
+        self.strength = strength
+
+    def __call__(self, net: nn.Module) -> torch.Tensor:
+        return group_sparse_penalty(net, self.strength)
+
+    def __repr__(self) -> str:
+        return f"hierarchical_group_sparse(strength={self.strength:g})"
+
+
+def sparse_penalty(strength: float) -> SparsePenalty:
+    """The hierarchical group-sparse penalty of `strength`, as train.fit and load_or_train take it."""
+    return SparsePenalty(strength)
 
 
 def channel_norms(net: PlainCNN) -> list[torch.Tensor]:
@@ -134,3 +149,12 @@ def prune_to_budget(net: PlainCNN, data: Data, budget: int, samples: int = 512, 
         steps.append(dict(step=len(steps) + 1, widths=str(widths), params=param_count(widths, **arch),
                           max_rise=float(scores.head(take)["rise"].max())))
     return prune(net, keep), pd.DataFrame(steps)
+
+
+def load_or_prune(path: str | Path, sparse: PlainCNN, data: Data, budget: int, cfg: TrainConfig, seed: int = 0,
+                  samples: int = 512, fraction: float = 0.05, desc: str = "pruned") -> PlainCNN:
+    """Load the pruned, fine-tuned network at `path`, or prune `sparse` to at most `budget` parameters and
+    fine-tune it with `cfg` (load-or-train: resumable, refused if made from another network or budget)."""
+    origin = {"pruned_from": fingerprint(sparse), "budget": budget, "samples": samples, "fraction": fraction}
+    return load_or_train(path, None, data, cfg, seed=seed, desc=desc, origin=origin,
+                         start=lambda: prune_to_budget(sparse, data, budget, samples, fraction, seed)[0])

@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, write_csv
 from .models import PlainCNN, count_parameters
 from .runfolder import RunFolder
 
 SUMMARY_COLUMNS = ["model", "widths", "params", "loss_fn", "seed", "test_acc", "test_loss"]
+METHOD_COLUMNS = ["method", "variant", "widths", "params", "seed", "test_acc", "test_loss"]
 
 
 def result_row(model: str, net: PlainCNN, loss_fn: str, seed: int, test: dict | None = None) -> dict:
@@ -101,3 +102,13 @@ def poster_table(summary: pd.DataFrame) -> pd.DataFrame:
     table["loss"] = table["loss_fn"].map({"ce": "CE", "kd": "KD"})
     table = table.sort_values(["model", "params", "loss"], key=lambda c: c.map(order) if c.name == "model" else c)
     return table[["model", "widths", "params", "test loss", "test acc (%)", "loss", "seeds"]].reset_index(drop=True)
+
+
+def write_method_rows(path: str | Path, method: str, rows: pd.DataFrame) -> pd.DataFrame:
+    """Replace `method`'s rows of methods.csv (one row per trained network and seed) with `rows`; other
+    methods' rows stay. Returns the whole table."""
+    path = Path(path)
+    old = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=METHOD_COLUMNS)
+    table = pd.concat([old[old["method"] != method], rows[METHOD_COLUMNS]], ignore_index=True)
+    write_csv(table, path)
+    return table

@@ -7,7 +7,8 @@
     ablations/<name>/                an ablation's planting run
     variants/<name>/seed<S>/         a grown variant's planting run (e.g. old channels fine-tuned)
     study/<condition>/seed<S>/       a study condition's planting run (initial-seed<S>.pt if it changes it)
-    students.csv, summary.csv, ablations.csv, sweep.csv, conditions.csv, figures/
+    methods/<method>/*.pt            the compared methods' networks (e.g. pruning)
+    students.csv, summary.csv, ablations.csv, sweep.csv, conditions.csv, methods.csv, figures/
     .lock                            held by the job writing the folder (one writer at a time)
 """
 from __future__ import annotations
@@ -89,6 +90,10 @@ class RunFolder:
         """The initial network of a study condition that changes it."""
         return self.root / "study" / condition / f"initial-seed{seed}.pt"
 
+    def method(self, name: str, file: str) -> Path:
+        """A compared method's checkpoint, e.g. method("pruning", "w64-sparse-seed0.pt")."""
+        return self.root / "methods" / name / file
+
     @staticmethod
     def history(run: Path) -> Path:
         """A planting run's history (one row per candidate)."""
@@ -118,6 +123,10 @@ class RunFolder:
     @property
     def conditions_csv(self) -> Path:
         return self.root / "conditions.csv"
+
+    @property
+    def methods_csv(self) -> Path:
+        return self.root / "methods.csv"
 
     @property
     def ablations_csv(self) -> Path:

@@ -213,3 +213,14 @@ def test_batch_of_several_datasets_checks_before_running(argv, match, tmp_path, 
     assert main(argv) == 2
     assert match in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_pruning_notebook_writes_method_rows(smoke, tmp_path):
+    out = tmp_path / "pruning"
+    shutil.copytree(smoke, out, ignore=shutil.ignore_patterns("notebooks", ".lock"))
+    run_batch("fashion-mnist", "smoke", {"prune_from": [8], "prune_budgets": [8000, 10000]}, out=out, only=["07"])
+    rows = pd.read_csv(out / "methods.csv")
+    assert list(rows.columns) == pc.METHOD_COLUMNS and set(rows["method"]) == {"pruning"}
+    pruned = rows[rows["variant"] == "from [8]*5"]
+    assert len(pruned) == 2 and (pruned["params"] <= 10000).all() and pruned["params"].min() <= 8000
+    assert (out / "figures" / "pruning_vs_planting.png").exists()

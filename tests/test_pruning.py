@@ -107,3 +107,26 @@ def test_prune_to_budget_meets_it_and_keeps_every_layer(data):
     assert list(steps["params"]) == sorted(steps["params"], reverse=True)
     floor, _ = prune_to_budget(net, data, 1, samples=32, fraction=0.5)  # an impossible budget: one channel each
     assert floor.widths == [1, 1, 1, 1, 1]
+
+
+def test_method_rows_replace_only_their_method(tmp_path):
+    import pandas as pd
+    path = tmp_path / "methods.csv"
+    row = dict(variant="v", widths="[4]", params=1, seed=0, test_acc=0.5, test_loss=1.0)
+    pc.write_method_rows(path, "a", pd.DataFrame([{**row, "method": "a"}]))
+    pc.write_method_rows(path, "b", pd.DataFrame([{**row, "method": "b"}]))
+    table = pc.write_method_rows(path, "a", pd.DataFrame([{**row, "method": "a", "seed": 1}] * 2))
+    assert list(table.columns) == pc.METHOD_COLUMNS
+    assert sorted(table["method"]) == ["a", "a", "b"] and set(table.loc[table["method"] == "a", "seed"]) == {1}
+
+
+def test_load_or_prune_loads_what_it_made_and_refuses_another_budget(data, tmp_path):
+    net = random_net(data)
+    cfg = pc.TrainConfig(epochs=1, lr=0.01, batch_size=32, progress=False)
+    budget = pc.count_parameters(net) // 2
+    first = pc.pruning.load_or_prune(tmp_path / "p.pt", net, data, budget, cfg, samples=32, fraction=0.2)
+    assert pc.count_parameters(first) <= budget
+    again = pc.pruning.load_or_prune(tmp_path / "p.pt", net, data, budget, cfg, samples=32, fraction=0.2)
+    assert pc.fingerprint(again) == pc.fingerprint(first)
+    with pytest.raises(pc.PlantingError, match="budget"):
+        pc.pruning.load_or_prune(tmp_path / "p.pt", net, data, budget - 1, cfg, samples=32, fraction=0.2)
