@@ -8,7 +8,7 @@ from .errors import CheckpointError, DataNotFoundError, NonFiniteLossError, Plan
 from .fetch import fetch_checkpoints, write_manifest
 from .experiments import growth_settings, load_or_train, plant_and_save, read_history, train_students, training_settings
 from .models import LAYOUTS, NUM_CONVS, PlainCNN, check_widths, count_parameters, param_count
-from .params import DEFAULTS, PARAMS, PROFILES, Param, check_params, check_value
+from .params import DEFAULTS, PAPER_NETWORKS, PARAMS, PROFILES, Param, check_params, check_value, profile_params
 from .planting import PlantedCNN, PlantedLayer, freeze, is_planted, merge, plant
 from .plots import plot_accuracy_vs_params, plot_planting_diagram, plot_search, plot_widths
 from .proposals import PROPOSALS, Candidate
@@ -31,7 +31,7 @@ __all__ = [
     "fetch_checkpoints", "write_manifest",
     "growth_settings", "load_or_train", "plant_and_save", "read_history", "train_students", "training_settings",
     "LAYOUTS", "NUM_CONVS", "PlainCNN", "check_widths", "count_parameters", "param_count",
-    "DEFAULTS", "PARAMS", "PROFILES", "Param", "check_params", "check_value",
+    "DEFAULTS", "PAPER_NETWORKS", "PARAMS", "PROFILES", "Param", "check_params", "check_value", "profile_params",
     "PlantedCNN", "PlantedLayer", "freeze", "is_planted", "merge", "plant", "trainable_parameters",
     "plot_accuracy_vs_params", "plot_planting_diagram", "plot_search", "plot_widths",
     "PROPOSALS", "Candidate",

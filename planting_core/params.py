@@ -206,7 +206,31 @@ PROFILES: dict[str, dict[str, Any]] = {
     "quick": dict(subset=2000, teacher_epochs=5, epochs=5, student_widths=[8, 16, 32], plant_epochs=2, max_rounds=3,
                   ablation_rounds=2, progress=False, quick=True),
     "full": dict(progress=False),
+    # the poster's experiments on a GPU: its networks per dataset (PAPER_NETWORKS), the sister pruning paper's
+    # training recipe (SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 128, random crop with 4-pixel
+    # padding and flips), 3 seeds; the epoch counts are this book's choice (the sources do not give them)
+    "paper": dict(subset=None, lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=128, augment=True, flip=True,
+                  crop_pad=4, teacher_epochs=100, epochs=100, plant_epochs=10, seeds=[0, 1, 2],
+                  student_widths=[8, 16, 32, 64, 128], progress=False),
 }
+# the poster's teacher and initial network per dataset (paper.md, "Results on the poster")
+PAPER_NETWORKS: dict[str, dict[str, Any]] = {
+    "cifar10": dict(teacher_width=128, widths=[8] * 5),
+    "cifar100": dict(teacher_width=128, widths=[16] * 5),
+    "stl10": dict(teacher_width=64, widths=[8] * 5),
+}
+
+
+def profile_params(profile: str, dataset: str) -> dict[str, Any]:
+    """A profile's parameter overrides for a dataset (the `paper` profile also sets the poster's networks)."""
+    if profile not in PROFILES:
+        raise PlantingError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
+    if profile != "paper":
+        return dict(PROFILES[profile])
+    if dataset not in PAPER_NETWORKS:
+        raise PlantingError(f"profile 'paper' reproduces the poster, so it needs one of its datasets "
+                            f"({', '.join(PAPER_NETWORKS)}), got {dataset!r}; use 'full' for other data")
+    return {**PROFILES["paper"], **PAPER_NETWORKS[dataset]}
 
 
 def default(name: str) -> Any:

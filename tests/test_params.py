@@ -81,3 +81,21 @@ def test_configs_map_flat_parameters_in_one_place():
     with pytest.raises(pc.PlantingError, match="parameter 'channels' must be"):
         pc.grow_config({"channels": 0}, seed=0)
     assert json.dumps(pc.DEFAULTS)  # plain values only
+
+
+@pytest.mark.parametrize("dataset, teacher, initial", [("cifar10", 128, 8), ("cifar100", 128, 16), ("stl10", 64, 8)])
+def test_paper_profile_sets_the_posters_networks(dataset, teacher, initial, tmp_path):
+    from tools.batch import plan_batch
+    params = pc.profile_params("paper", dataset)
+    assert pc.check_params(params) == params  # every value allowed by the table
+    assert (params["teacher_width"], params["widths"]) == (teacher, [initial] * 5)
+    assert params["augment"] and params["crop_pad"] == 4 and params["lr"] == 0.01 and params["seeds"] == [0, 1, 2]
+    plan = plan_batch(dataset, "paper", {}, tmp_path, ["01"])
+    assert plan[0][2]["teacher_width"] == teacher and plan[0][2]["dataset"] == dataset
+
+
+def test_paper_profile_refuses_other_datasets():
+    with pytest.raises(pc.PlantingError, match="profile 'paper' reproduces the poster"):
+        pc.profile_params("paper", "fashion-mnist")
+    with pytest.raises(pc.PlantingError, match="unknown profile 'papr'"):
+        pc.profile_params("papr", "cifar10")

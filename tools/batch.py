@@ -24,7 +24,7 @@ from planting_core.data import DATASETS, check_dataset_name
 from planting_core.device import pick_device
 from planting_core.errors import PlantingError, cli
 from planting_core.lock import folder_lock
-from planting_core.params import PROFILES, check_params
+from planting_core.params import PROFILES, check_params, profile_params
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -139,8 +139,7 @@ def plan_batch(dataset: str, profile: str, sets: dict, out: Path, only: list[str
                folder: Path = NOTEBOOK_DIR) -> list[tuple[Path, Path, dict]]:
     """(source, executed copy, parameters) for every notebook to run, every parameter checked before any work."""
     name = check_dataset_name(dataset)
-    if profile not in PROFILES:
-        raise PlantingError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
+    overrides = profile_params(profile, name)  # an unknown profile, or paper on another dataset, ends here
     chosen = [nb for nb in notebooks(folder, only) if only or nb.stem not in ON_REQUEST]
     if not chosen:
         names = ", ".join(nb.stem for nb in notebooks(folder))
@@ -156,7 +155,7 @@ def plan_batch(dataset: str, profile: str, sets: dict, out: Path, only: list[str
         pick_device(sets["device"])  # e.g. mps on a machine without it, before notebook 01 trains anything
     plan = []
     for nb, accepted in todo.items():
-        params = {k: v for k, v in {**PROFILES[profile], "dataset": name, **sets}.items() if k in accepted}
+        params = {k: v for k, v in {**overrides, "dataset": name, **sets}.items() if k in accepted}
         dest = out / "notebooks" / nb.name
         if "out_dir" in accepted:  # the kernel runs beside the executed copy: ".." is the run folder
             params["out_dir"] = os.path.relpath(out, dest.parent)

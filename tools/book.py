@@ -16,7 +16,7 @@ from pathlib import Path
 from planting_core.configs import with_defaults
 from planting_core.errors import PlantingError, cli
 from planting_core.fetch import write_manifest
-from planting_core.params import PROFILES
+from planting_core.params import profile_params
 from tools.batch import notebooks, run_batch, write_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def book_notebooks(run: str) -> list[str]:
 def run_params(run: str) -> dict:
     """Every parameter of a book run (its profile and overrides over the table's defaults)."""
     dataset, profile, sets, _ = BOOK_RUNS[run]
-    return with_defaults({**PROFILES[profile], "dataset": dataset, **sets})
+    return with_defaults({**profile_params(profile, dataset), "dataset": dataset, **sets})
 
 
 def execute_book_runs(force: bool = False) -> None:
