@@ -12,7 +12,7 @@ from .params import DEFAULTS, PAPER_NETWORKS, PARAMS, PROFILES, Param, check_par
 from .planting import PlantedCNN, PlantedLayer, freeze, is_planted, merge, plant
 from .plots import plot_accuracy_vs_params, plot_planting_diagram, plot_search, plot_widths
 from .proposals import PROPOSALS, Candidate
-from . import fetch, projection, pruning, study
+from . import depthnet, fetch, projection, pruning, study
 from .report import METHOD_COLUMNS, SUMMARY_COLUMNS, claims, compute_time, glue, poster_table, result_row, write_method_rows
 from .runfolder import RunFolder
 from .search import GrowConfig, GrowResult, grow
@@ -36,7 +36,7 @@ __all__ = [
     "plot_accuracy_vs_params", "plot_planting_diagram", "plot_search", "plot_widths",
     "PROPOSALS", "Candidate",
     "METHOD_COLUMNS", "SUMMARY_COLUMNS", "claims", "compute_time", "glue", "poster_table", "result_row", "write_method_rows",
-    "RunFolder", "fetch", "projection", "pruning", "study",
+    "RunFolder", "depthnet", "fetch", "projection", "pruning", "study",
     "GrowConfig", "GrowResult", "grow",
     "SELECTIONS", "Selection",
     "STOP_RULES",
