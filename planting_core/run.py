@@ -87,7 +87,8 @@ def run_job(params: dict[str, Any], grow_cfg: GrowConfig, folder: RunFolder) -> 
     params = params if distributed.is_main() else {**params, "progress": False}
     seed = params["seed"]
     data = distributed.on_main(lambda: load_run_data(params))  # rank 0 first: it may download the dataset
-    data = data or load_run_data(params)
+    if data is None:  # the other processes, once rank 0 has the files
+        data = load_run_data(params)
     say(data.describe(), "on", data.train.x.device, flush=True)
     teacher = load_or_train(folder.teacher, [params["teacher_width"]] * 5, data, teacher_config(params),
                             seed=seed, desc="teacher")
