@@ -13,7 +13,7 @@ from .planting import PlantedCNN, PlantedLayer, freeze, is_planted, merge, plant
 from .plots import plot_accuracy_vs_params, plot_planting_diagram, plot_search, plot_widths
 from .proposals import PROPOSALS, Candidate
 from . import depthnet, fetch, projection, pruning, study
-from .report import METHOD_COLUMNS, SUMMARY_COLUMNS, claims, compute_time, glue, poster_table, result_row, write_method_rows
+from .report import METHOD_COLUMNS, SUMMARY_COLUMNS, claims, comparison_points, compute_time, glue, poster_table, result_row, write_method_rows
 from .runfolder import RunFolder
 from .search import GrowConfig, GrowResult, grow
 from .selection import SELECTIONS, Selection
@@ -35,7 +35,7 @@ __all__ = [
     "PlantedCNN", "PlantedLayer", "freeze", "is_planted", "merge", "plant", "trainable_parameters",
     "plot_accuracy_vs_params", "plot_planting_diagram", "plot_search", "plot_widths",
     "PROPOSALS", "Candidate",
-    "METHOD_COLUMNS", "SUMMARY_COLUMNS", "claims", "compute_time", "glue", "poster_table", "result_row", "write_method_rows",
+    "METHOD_COLUMNS", "SUMMARY_COLUMNS", "claims", "comparison_points", "compute_time", "glue", "poster_table", "result_row", "write_method_rows",
     "RunFolder", "depthnet", "fetch", "projection", "pruning", "study",
     "GrowConfig", "GrowResult", "grow",
     "SELECTIONS", "Selection",

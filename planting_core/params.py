@@ -181,6 +181,12 @@ _TABLE = [
     Param("prune_budgets", None, "pruning: parameter budgets to prune to (None: the sizes of the smaller "
           "fixed-width students and of each seed's planted network)",
           "None, or a non-empty list of distinct positive integers", optional(list_of(int_in(1, 10 ** 9), unique=True))),
+    Param("project_widths", [8, 16, 32], "knowledge projection: the student widths [w]*5 guided by the teacher",
+          f"a non-empty list of distinct integers from 1 to {MAX_WIDTH}", list_of(int_in(1, MAX_WIDTH), unique=True)),
+    Param("hint_weight", 1.0, "knowledge projection: weight of the projected-feature (hint) loss",
+          "a number from 0 to 1000", num_in(0, 1000)),
+    Param("guide_epochs", 3, "knowledge projection: epochs each teacher/student layer pair is tried",
+          f"an integer from 1 to {MAX_EPOCHS}", int_in(1, MAX_EPOCHS)),
     # running
     Param("device", "auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps",
           "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'",

@@ -215,12 +215,16 @@ def test_batch_of_several_datasets_checks_before_running(argv, match, tmp_path, 
     assert not (tmp_path / "runs").exists()
 
 
-def test_pruning_notebook_writes_method_rows(smoke, tmp_path):
-    out = tmp_path / "pruning"
+def test_method_notebooks_write_their_rows(smoke, tmp_path):
+    out = tmp_path / "methods"
     shutil.copytree(smoke, out, ignore=shutil.ignore_patterns("notebooks", ".lock"))
-    run_batch("fashion-mnist", "smoke", {"prune_from": [8], "prune_budgets": [8000, 10000]}, out=out, only=["07"])
+    run_batch("fashion-mnist", "smoke", {"prune_from": [8], "prune_budgets": [8000, 10000], "project_widths": [4],
+                                         "guide_epochs": 1}, out=out, only=["07", "08"])
     rows = pd.read_csv(out / "methods.csv")
-    assert list(rows.columns) == pc.METHOD_COLUMNS and set(rows["method"]) == {"pruning"}
+    assert list(rows.columns) == pc.METHOD_COLUMNS and set(rows["method"]) == {"pruning", "projection"}
     pruned = rows[rows["variant"] == "from [8]*5"]
     assert len(pruned) == 2 and (pruned["params"] <= 10000).all() and pruned["params"].min() <= 8000
-    assert (out / "figures" / "pruning_vs_planting.png").exists()
+    assert len(rows[rows["method"] == "projection"]) == 1
+    assert len(pd.read_csv(out / "methods" / "projection" / "w4-seed0-pairs.csv")) == 11
+    for figure in ("pruning_vs_planting.png", "projection_vs_planting.png"):
+        assert (out / "figures" / figure).exists()
