@@ -134,7 +134,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu")
         raise CheckpointError(f"{path}: not a planting-book network checkpoint (expected format {FORMAT!r}, "
                               f"found {found!r})")
     try:
-        model = PlainCNN(**obj["arch"])
+        if "depths" in obj["arch"]:  # a depth-level dynamic network (depthnet.DepthNet)
+            from .depthnet import DepthNet
+            model = DepthNet(**obj["arch"])
+        else:
+            model = PlainCNN(**obj["arch"])
         model.load_state_dict(obj["state"])
     except (KeyError, TypeError, RuntimeError, PlantingError) as err:
         raise CheckpointError(f"{path}: inconsistent checkpoint, its weights do not fit its architecture "

@@ -35,7 +35,7 @@ class DepthNet(nn.Module):
     forward(x) returns the full network's logits and keeps the embedded-distillation loss of the shallower
     sub-networks in `self.embedded` (read by `EmbeddedLoss`, fit's penalty)."""
 
-    def __init__(self, widths: list[int], depths: tuple[int, ...] = DEPTHS, T: float = 2.0,
+    def __init__(self, widths: list[int], depths: tuple[int, ...] | list[int] = DEPTHS, T: float = 2.0,
                  attention_weight: float = 1.0, **model_kwargs):
         super().__init__()
         self.full = PlainCNN(widths, **model_kwargs)
@@ -47,6 +47,16 @@ class DepthNet(nn.Module):
         # the deepest block with the same spatial size as block k (0-based), for attention transfer
         self.partner = {k: max(j for j in range(NUM_CONVS) if sides[j] == sides[k - 1]) for k in self.depths}
         self.embedded = torch.zeros(())
+        self.meta: dict = {}
+
+    @property
+    def widths(self) -> list[int]:
+        """The conv widths (of the full depth)."""
+        return self.full.widths
+
+    def arch(self) -> dict:
+        """Everything needed to rebuild this network (checkpoints store it; load_checkpoint rebuilds it)."""
+        return {**self.full.arch(), "depths": list(self.depths), "T": self.T, "attention_weight": self.attention_weight}
 
     def blocks(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every block's output: 5 tensors (B, C_i, H_i, W_i)."""

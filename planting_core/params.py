@@ -187,6 +187,12 @@ _TABLE = [
           "a number from 0 to 1000", num_in(0, 1000)),
     Param("guide_epochs", 3, "knowledge projection: epochs each teacher/student layer pair is tried",
           f"an integer from 1 to {MAX_EPOCHS}", int_in(1, MAX_EPOCHS)),
+    Param("ddnn_widths", [16, 32], "DDNN-EKD: the widths [w]*5 of the full-depth network",
+          f"a non-empty list of distinct integers from 1 to {MAX_WIDTH}", list_of(int_in(1, MAX_WIDTH), unique=True)),
+    Param("ddnn_T", 2.0, "DDNN-EKD: temperature of the embedded distillation", "a number above 0 and at most 100",
+          num_in(0, 100, lo_open=True)),
+    Param("attention_weight", 1.0, "DDNN-EKD: weight of the attention-transfer loss", "a number from 0 to 1000",
+          num_in(0, 1000)),
     # running
     Param("device", "auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps",
           "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'",

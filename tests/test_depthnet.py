@@ -64,3 +64,17 @@ def test_training_distils_into_the_subnetworks(data):
     for k in (3, 4):
         acc = (net.subnetwork(k).eval()(x).argmax(1) == y).float().mean().item()
         assert acc > 1 / data.num_classes + 0.1, k  # learnt from the full network's posteriors alone
+
+
+def test_a_depthnet_checkpoint_rebuilds_every_subnetwork(data, tmp_path):
+    net = make(data, T=3.0).eval()
+    cfg = pc.TrainConfig(epochs=1, lr=0.01, batch_size=32, progress=False)
+    trained = pc.load_or_train(tmp_path / "d.pt", net.widths, data, cfg, start=lambda: net,
+                               origin={"ddnn": net.arch()}, penalty=EmbeddedLoss())
+    loaded = pc.load_checkpoint(tmp_path / "d.pt").eval()
+    assert isinstance(loaded, DepthNet) and loaded.T == 3.0 and loaded.depths == (3, 4, 5)
+    x = data.val.x[:8]
+    with torch.no_grad():
+        for k in (3, 4, 5):
+            torch.testing.assert_close(loaded.subnetwork(k)(x), trained.subnetwork(k).eval()(x))
+    assert loaded.meta["settings"]["penalty"] == "ddnn_embedded_kd"

@@ -219,12 +219,15 @@ def test_method_notebooks_write_their_rows(smoke, tmp_path):
     out = tmp_path / "methods"
     shutil.copytree(smoke, out, ignore=shutil.ignore_patterns("notebooks", ".lock"))
     run_batch("fashion-mnist", "smoke", {"prune_from": [8], "prune_budgets": [8000, 10000], "project_widths": [4],
-                                         "guide_epochs": 1}, out=out, only=["07", "08"])
+                                         "guide_epochs": 1, "ddnn_widths": [8]}, out=out, only=["07", "08", "09"])
     rows = pd.read_csv(out / "methods.csv")
-    assert list(rows.columns) == pc.METHOD_COLUMNS and set(rows["method"]) == {"pruning", "projection"}
+    assert list(rows.columns) == pc.METHOD_COLUMNS and set(rows["method"]) == {"pruning", "projection", "ddnn"}
+    ddnn = rows[rows["method"] == "ddnn"]
+    assert list(ddnn["variant"]) == [f"[8]*5 depth {k}" for k in (3, 4, 5)]
+    assert ddnn["params"].nunique() == 3  # each depth its own size (its convs and its head)
     pruned = rows[rows["variant"] == "from [8]*5"]
     assert len(pruned) == 2 and (pruned["params"] <= 10000).all() and pruned["params"].min() <= 8000
     assert len(rows[rows["method"] == "projection"]) == 1
     assert len(pd.read_csv(out / "methods" / "projection" / "w4-seed0-pairs.csv")) == 11
-    for figure in ("pruning_vs_planting.png", "projection_vs_planting.png"):
+    for figure in ("pruning_vs_planting.png", "projection_vs_planting.png", "ddnn_vs_planting.png"):
         assert (out / "figures" / figure).exists()
