@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 from pathlib import Path
 
@@ -22,6 +23,9 @@ def published(tmp_path: Path, data: pc.Data) -> Path:
     pc.load_or_train(root / "initial-seed0.pt", [4] * 5, data, CFG, desc="initial")
     (root / "planting" / "seed0").mkdir(parents=True)
     (root / "planting" / "seed0" / "history.csv").write_text("round,params\n0,1\n")
+    shutil.copy(root / "initial-seed0.pt", root / "planting" / "seed0" / "planted.pt")  # a finished run
+    (root / "planting" / "seed1").mkdir()
+    (root / "planting" / "seed1" / "history.csv").write_text("round,params\n0,1\n")  # still running: not published
     (root / "teacher.state.pt").write_bytes(b"a running job's resume state: never published")
     pc.write_manifest(root, {"subset": 256, "seeds": [0], "device": "cpu"})
     return root
@@ -36,7 +40,8 @@ def server(tmp_path: Path):
 
 def test_manifest_lists_checkpoints_and_histories_with_their_sha256(published: Path):
     manifest = json.loads((published / MANIFEST).read_text())
-    assert sorted(manifest["files"]) == ["initial-seed0.pt", "planting/seed0/history.csv", "teacher.pt"]
+    assert sorted(manifest["files"]) == ["initial-seed0.pt", "planting/seed0/history.csv", "planting/seed0/planted.pt",
+                                         "teacher.pt"]
     assert manifest["files"]["teacher.pt"] == pc.fetch.sha256((published / "teacher.pt").read_bytes())
     assert manifest["params"] == {"subset": 256, "seeds": [0]}  # the device does not change what is learnt
 
@@ -44,7 +49,7 @@ def test_manifest_lists_checkpoints_and_histories_with_their_sha256(published: P
 def test_fetched_checkpoints_are_verified_and_loaded_not_retrained(published: Path, server: str, tmp_path: Path,
                                                                    data: pc.Data, monkeypatch):
     local = tmp_path / "local"
-    assert pc.fetch_checkpoints(local, f"{server}/published", {"subset": 256}, progress=False) == 3
+    assert pc.fetch_checkpoints(local, f"{server}/published", {"subset": 256}, progress=False) == 4
     assert (local / "teacher.pt").read_bytes() == (published / "teacher.pt").read_bytes()
     monkeypatch.setattr(pc.experiments, "fit", lambda *a, **k: pytest.fail("a fetched network was retrained"))
     teacher = pc.load_or_train(local / "teacher.pt", [8] * 5, data, CFG, desc="teacher")
@@ -56,7 +61,7 @@ def test_fetched_checkpoints_are_verified_and_loaded_not_retrained(published: Pa
 def test_a_file_that_does_not_match_its_sha256_is_not_kept(published: Path, server: str, tmp_path: Path, capsys):
     (published / "teacher.pt").write_bytes((published / "teacher.pt").read_bytes()[:-10] + b"0123456789")
     local = tmp_path / "local"
-    assert pc.fetch_checkpoints(local, f"{server}/published", progress=False) == 2
+    assert pc.fetch_checkpoints(local, f"{server}/published", progress=False) == 3
     assert not (local / "teacher.pt").exists()
     assert "teacher.pt" in capsys.readouterr().out
     assert not list(local.rglob("*.tmp"))
@@ -74,7 +79,7 @@ def test_offline_falls_back_to_training(tmp_path: Path, capsys):
 
 def test_a_missing_file_on_the_server_is_trained_instead(published: Path, server: str, tmp_path: Path, capsys):
     (published / "initial-seed0.pt").unlink()
-    assert pc.fetch_checkpoints(tmp_path / "local", f"{server}/published", progress=False) == 2
+    assert pc.fetch_checkpoints(tmp_path / "local", f"{server}/published", progress=False) == 3
     assert "initial-seed0.pt" in capsys.readouterr().out
 
 
