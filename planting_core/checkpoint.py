@@ -15,7 +15,7 @@ import torch
 from . import distributed
 from .errors import CheckpointError, PlantingError
 from .hashing import tensor_digest
-from .models import PlainCNN
+from .models import PlainCNN, build_network
 from .planting import is_planted, merge
 
 FORMAT = "planting-book/1"
@@ -134,11 +134,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu")
         raise CheckpointError(f"{path}: not a planting-book network checkpoint (expected format {FORMAT!r}, "
                               f"found {found!r})")
     try:
-        if "depths" in obj["arch"]:  # a depth-level dynamic network (depthnet.DepthNet)
-            from .depthnet import DepthNet
-            model = DepthNet(**obj["arch"])
-        else:
-            model = PlainCNN(**obj["arch"])
+        model = build_network(obj["arch"])  # a PlainCNN, or a registered kind (e.g. a DepthNet)
         model.load_state_dict(obj["state"])
     except (KeyError, TypeError, RuntimeError, PlantingError) as err:
         raise CheckpointError(f"{path}: inconsistent checkpoint, its weights do not fit its architecture "

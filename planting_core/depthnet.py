@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import NUM_CONVS, PlainCNN, count_parameters
+from .models import NETWORK_KINDS, NUM_CONVS, PlainCNN, count_parameters
 from .projection import block_sides
 
 DEPTHS = (3, 4, 5)
@@ -56,7 +56,8 @@ class DepthNet(nn.Module):
 
     def arch(self) -> dict:
         """Everything needed to rebuild this network (checkpoints store it; load_checkpoint rebuilds it)."""
-        return {**self.full.arch(), "depths": list(self.depths), "T": self.T, "attention_weight": self.attention_weight}
+        return {**self.full.arch(), "kind": "depthnet", "depths": list(self.depths), "T": self.T,
+                "attention_weight": self.attention_weight}
 
     def blocks(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every block's output: 5 tensors (B, C_i, H_i, W_i)."""
@@ -117,3 +118,6 @@ class EmbeddedLoss:
 
     def __repr__(self) -> str:
         return "ddnn_embedded_kd"
+
+
+NETWORK_KINDS["depthnet"] = DepthNet  # so that load_checkpoint rebuilds it

@@ -104,3 +104,17 @@ def param_count(widths: Sequence[int], layout: str = "cifar", in_channels: int =
     conv = sum(chans[i] * chans[i + 1] * 9 + chans[i + 1] for i in range(NUM_CONVS))
     flat = ws[-1] * feature_size(layout, image_size) ** 2
     return conv + flat * hidden + hidden + hidden * num_classes + num_classes
+
+
+# other kinds of network that checkpoints may hold register their class here (e.g. depthnet.DepthNet)
+NETWORK_KINDS: dict[str, type[nn.Module]] = {}
+
+
+def build_network(arch: dict) -> nn.Module:
+    """The network an arch() dict describes: a PlainCNN, or a registered kind named by arch["kind"]."""
+    kind, args = arch.get("kind", "plain"), {k: v for k, v in arch.items() if k != "kind"}
+    if kind == "plain":
+        return PlainCNN(**args)
+    if kind not in NETWORK_KINDS:
+        raise PlantingError(f"unknown network kind {kind!r}; known: plain, {', '.join(NETWORK_KINDS)}")
+    return NETWORK_KINDS[kind](**args)

@@ -117,12 +117,11 @@ def write_method_rows(path: str | Path, method: str, rows: pd.DataFrame) -> pd.D
 def comparison_points(folder: RunFolder, students: pd.DataFrame, rows: pd.DataFrame, seeds: list[int]) -> pd.DataFrame:
     """Points for plot_accuracy_vs_params: the fixed-width students, a method's networks (`rows` in
     methods.csv form, one line per variant and seed) and every seed's planting rounds found in `folder`."""
-    from .experiments import read_history
     points = [students.assign(model="student " + students["loss_fn"].str.upper(), final=False),
               rows.assign(model=rows["method"] + " " + rows["variant"], final=True)]
     for s in seeds:
         history = RunFolder.history(folder.planting(s))
         if history.exists():
-            chosen = read_history(history).query("chosen")
+            chosen = pd.read_csv(history).query("chosen")
             points.append(chosen.assign(model="planted", seed=s, final=chosen["round"] == chosen["round"].max()))
     return pd.concat(points, ignore_index=True)[["model", "params", "test_acc", "seed", "final"]]
