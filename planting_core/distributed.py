@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -63,8 +63,9 @@ def barrier() -> None:
         dist.barrier()
 
 
-def my_share(items: list[T]) -> list[T]:
-    """This process's part of a list of tasks: items r, r + N, r + 2N, ... for rank r of N."""
+def my_share(items: Sequence[T]) -> Sequence[T]:
+    """This process's part of a list of tasks or a batch (list or tensor): items r, r + N, r + 2N, ... for
+    rank r of N."""
     return items[rank()::world_size()]
 
 
@@ -108,11 +109,6 @@ def on_main(step: Callable[[], T]) -> T | None:
     if box[0] is not None:
         raise PlantingError(box[0])
     return result
-
-
-def shard(idx: torch.Tensor) -> torch.Tensor:
-    """This process's part of a batch of indices (data-parallel training): every N-th from its rank."""
-    return idx[rank()::world_size()]
 
 
 def wrap(model: torch.nn.Module) -> torch.nn.Module:

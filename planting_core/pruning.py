@@ -37,16 +37,20 @@ def next_columns(net: PlainCNN, layer: int) -> torch.Tensor:
     return w.transpose(0, 1).reshape(net.widths[-1], -1)
 
 
+def tied_squares(net: PlainCNN, layer: int) -> torch.Tensor:
+    """Per channel of conv `layer`, the sum of squares of every weight tied to it (filter, bias, next-layer
+    columns): (C_layer,)."""
+    conv = net.convs[layer]
+    return conv.weight.pow(2).sum((1, 2, 3)) + conv.bias.pow(2) + next_columns(net, layer).pow(2).sum(1)
+
+
 def group_sparse_penalty(net: PlainCNN, strength: float) -> torch.Tensor:
     """`strength` x the hierarchical group lasso: per channel, the L2 norm of every weight tied to it, plus per
     kernel of its filter the kernel's L2 norm. Zero only when every conv weight is zero."""
     total = net.fc2.weight.new_zeros(())
     for layer in range(NUM_CONVS):
-        conv = net.convs[layer]
-        w = conv.weight  # (C_out, C_in, 3, 3)
-        tied = w.pow(2).sum((1, 2, 3)) + conv.bias.pow(2) + next_columns(net, layer).pow(2).sum(1)  # (C_out,)
-        kernels = w.pow(2).sum((2, 3))  # (C_out, C_in)
-        total = total + (tied + EPS).sqrt().sum() + (kernels + EPS).sqrt().sum()
+        kernels = net.convs[layer].weight.pow(2).sum((2, 3))  # (C_out, C_in)
+        total = total + (tied_squares(net, layer) + EPS).sqrt().sum() + (kernels + EPS).sqrt().sum()
     return strength * total
 
 
@@ -71,8 +75,7 @@ def sparse_penalty(strength: float) -> SparsePenalty:
 def channel_norms(net: PlainCNN) -> list[torch.Tensor]:
     """Per conv, the L2 norm of each channel's tied weights (what the penalty drives to zero): (C_layer,) each."""
     with torch.no_grad():
-        return [(net.convs[i].weight.pow(2).sum((1, 2, 3)) + net.convs[i].bias.pow(2)
-                 + next_columns(net, i).pow(2).sum(1)).sqrt() for i in range(NUM_CONVS)]
+        return [tied_squares(net, i).sqrt() for i in range(NUM_CONVS)]
 
 
 def prune(net: PlainCNN, keep: list[list[int]]) -> PlainCNN:

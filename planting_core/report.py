@@ -21,14 +21,19 @@ def result_row(model: str, net: PlainCNN, loss_fn: str, seed: int, test: dict | 
                 test_acc=test["acc"], test_loss=test["loss"])
 
 
+def student_means(students: pd.DataFrame) -> pd.DataFrame:
+    """Fixed-width students averaged over seeds: one row per (widths, loss_fn) with params, acc and seeds."""
+    return (students.groupby(["widths", "loss_fn"]).agg(params=("params", "first"), acc=("test_acc", "mean"),
+                                                        seeds=("seed", "count")).reset_index())
+
+
 def claims(students: pd.DataFrame, acc: float, params: float, teacher: PlainCNN) -> dict:
     """The paper's claims tested for a grown network of mean test accuracy `acc` and mean size `params`.
 
     Against the best fixed-width student (mean over seeds, any loss) with at most twice `params`, and against
     the teacher (within 0.5 points with at most 20% of its parameters). Gaps are in percentage points.
     """
-    means = (students.groupby(["widths", "loss_fn"]).agg(params=("params", "first"), acc=("test_acc", "mean"))
-             .reset_index())
+    means = student_means(students)
     near = means[means["params"] <= 2 * params]
     teacher_params = count_parameters(teacher)
     teacher_gap = (teacher.meta["test_acc"] - acc) * 100

@@ -16,6 +16,7 @@ import pandas as pd
 
 from .checkpoint import load_checkpoint
 from .models import count_parameters
+from .report import student_means
 from .runfolder import RunFolder
 from .search import GrowResult
 
@@ -88,12 +89,6 @@ def sweep_row(cond: Condition, seed: int, result: GrowResult, settings: dict) ->
                 params=int(kept["params"]), val_loss=float(kept["val_loss"]), val_acc=float(kept["val_acc"]),
                 test_acc=float(kept["test_acc"]), candidates=int((h["round"] > 0).sum()),
                 seconds=float(h["seconds"].sum()), stop_reason=result.stop_reason)
-
-
-def student_means(students: pd.DataFrame) -> pd.DataFrame:
-    """Fixed-width students averaged over seeds: one row per (widths, loss_fn) with params, acc and seeds."""
-    return (students.groupby(["widths", "loss_fn"]).agg(params=("params", "first"), acc=("test_acc", "mean"),
-                                                        seeds=("seed", "count")).reset_index())
 
 
 def best_student_acc(means: pd.DataFrame, max_params: float) -> float:

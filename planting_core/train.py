@@ -132,8 +132,9 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
     loss "kd" distils from `teacher`; `targets` may pass its cached train-split logits (N, K). With
     `checkpoint`, the state is written atomically after every epoch and a rerun resumes from it. With
     `data_parallel` under torchrun, each process trains on its share of every batch (DistributedDataParallel;
-    the global batch stays `batch_size`). `penalty(model)`, if given, is added to every step's
-    loss (e.g. pruning's group-sparse regulariser; the logged train loss leaves it out). Returns one dict per epoch: epoch, train_loss, val_loss, val_acc, seconds.
+    the global batch stays `batch_size`). `penalty(model)`, if given, is added to every step's loss (e.g.
+    pruning's group-sparse regulariser; the logged train loss leaves it out).
+    Returns one dict per epoch: epoch, train_loss, val_loss, val_acc, seconds.
     """
     cfg.check()
     dev = data.train.x.device
@@ -189,7 +190,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
                 xb = augment(xb, gen, cfg.flip, cfg.crop_pad)
             batch = len(idx)
             if parallel:  # this process's share: every N-th image from its rank, (B / processes, ...)
-                idx, xb, yb = (distributed.shard(t) for t in (idx, xb, yb))
+                idx, xb, yb = (distributed.my_share(t) for t in (idx, xb, yb))
             with autocast(dev):
                 if cfg.loss == "kd":
                     if targets is not None:

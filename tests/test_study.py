@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 import planting_core as pc
-from planting_core.study import best_student_acc, conditions_table, student_means, verdict
+from planting_core.report import student_means
+from planting_core.study import best_student_acc, conditions_table, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDENTS = pd.DataFrame(dict(widths=["[8]", "[8]", "[16]", "[16]"], loss_fn="ce", seed=[0, 1, 0, 1],

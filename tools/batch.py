@@ -245,11 +245,9 @@ def run_many(datasets: list[str], argv: list[str], jobs: int) -> None:
     import subprocess
     import threading
     from concurrent.futures import ThreadPoolExecutor
-    slots = iter(range(len(datasets)))
     lock = threading.Lock()
 
-    def one(name: str) -> int:
-        slot = next(slots)
+    def one(name: str, slot: int) -> int:
         proc = subprocess.Popen([sys.executable, "-m", "tools.batch", "--dataset", name, *argv], env=gpu_env(slot),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in proc.stdout:
@@ -257,7 +255,7 @@ def run_many(datasets: list[str], argv: list[str], jobs: int) -> None:
                 print(f"[{name}] {line}", end="", flush=True)
         return proc.wait()
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        codes = dict(zip(datasets, pool.map(one, datasets)))
+        codes = dict(zip(datasets, pool.map(one, datasets, range(len(datasets)))))
     failed = [name for name, code in codes.items() if code]
     if failed:
         raise PlantingError(f"the batch of {', '.join(failed)} failed (see the lines marked with its name above)")
@@ -290,12 +288,12 @@ def main(argv: list[str] | None = None) -> int:
         if len(a.dataset) > 1 and a.out is not None:
             raise PlantingError("--out names one run folder; with several datasets each gets runs/<dataset>-<profile>")
         sets = parse_set(a.set)
-        for name in a.dataset:  # every dataset's plan checked before any notebook runs
-            plan_batch(name, a.profile, sets, a.out or default_out(name, a.profile), a.only)
-        if len(a.dataset) == 1:
+        if len(a.dataset) == 1:  # run_batch checks its plan before any notebook runs
             out = run_batch(a.dataset[0], a.profile, sets, a.out, a.only, force=a.force)
             print(f"done: executed notebooks, CSV tables, figures and checkpoints are in {out}")
             return None
+        for name in a.dataset:  # every dataset's plan checked before any notebook runs
+            plan_batch(name, a.profile, sets, default_out(name, a.profile), a.only)
         rest = [x for arg in a.set for x in ("--set", arg)] + [x for o in a.only or [] for x in ("--only", o)]
         run_many(a.dataset, ["--profile", a.profile, *rest, *(["--force"] if a.force else [])], a.jobs)
         print("done: " + ", ".join(f"{n} in {default_out(n, a.profile)}" for n in a.dataset))
