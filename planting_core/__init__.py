@@ -9,7 +9,7 @@ from .fetch import fetch_checkpoints, write_manifest
 from .experiments import growth_settings, load_or_train, plant_and_save, read_history, train_students, training_settings
 from .models import LAYOUTS, NUM_CONVS, PlainCNN, check_widths, count_parameters, param_count
 from .params import DEFAULTS, PAPER_NETWORKS, PARAMS, PROFILES, Param, check_params, check_value, profile_params
-from .planting import PlantedCNN, PlantedLayer, freeze, is_planted, merge, plant
+from .planting import PlantedCNN, PlantedLayer, freeze, is_planted, merge, plant, train_head
 from .plots import plot_accuracy_vs_params, plot_planting_diagram, plot_search, plot_widths
 from .proposals import PROPOSALS, Candidate
 from . import depthnet, fetch, projection, pruning, study
@@ -32,7 +32,7 @@ __all__ = [
     "growth_settings", "load_or_train", "plant_and_save", "read_history", "train_students", "training_settings",
     "LAYOUTS", "NUM_CONVS", "PlainCNN", "check_widths", "count_parameters", "param_count",
     "DEFAULTS", "PAPER_NETWORKS", "PARAMS", "PROFILES", "Param", "check_params", "check_value", "profile_params",
-    "PlantedCNN", "PlantedLayer", "freeze", "is_planted", "merge", "plant", "trainable_parameters",
+    "PlantedCNN", "PlantedLayer", "freeze", "is_planted", "merge", "plant", "train_head", "trainable_parameters",
     "plot_accuracy_vs_params", "plot_planting_diagram", "plot_search", "plot_widths",
     "PROPOSALS", "Candidate",
     "METHOD_COLUMNS", "SUMMARY_COLUMNS", "claims", "comparison_points", "compute_time", "glue", "poster_table", "result_row", "write_method_rows",

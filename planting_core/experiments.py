@@ -20,7 +20,7 @@ from .errors import PlantingError
 from .models import PlainCNN
 from .report import SUMMARY_COLUMNS, result_row
 from .runfolder import RunFolder
-from .search import GrowConfig, GrowResult, grow
+from .search import LATER_FIELDS, GrowConfig, GrowResult, grow, settings_record
 from .train import TrainConfig, evaluate, fit
 
 # TrainConfig fields that do not change what is learnt (progress bars, evaluation batch size, caching)
@@ -96,7 +96,7 @@ def train_students(data: Data, student_widths: list[int], losses: list[str], see
 
 def growth_settings(cfg: GrowConfig, initial: PlainCNN, teacher: PlainCNN, data: Data) -> dict:
     """What a grown network depends on: the search's settings, and the initial network, teacher and split."""
-    return {**{k: v for k, v in asdict(cfg).items() if k not in ("train", "max_rounds")},
+    return {**{k: v for k, v in settings_record(cfg).items() if k not in ("train", "max_rounds")},
             "train": training_settings(cfg.train), "initial": fingerprint(initial), "teacher": fingerprint(teacher),
             "data": data.fingerprint()}
 
@@ -113,7 +113,9 @@ def plant_and_save(initial: PlainCNN, teacher: PlainCNN, data: Data, cfg: GrowCo
     path, history = RunFolder.planted(out_dir), RunFolder.history(out_dir)
     if path.exists() and history.exists():
         saved = load_checkpoint(path, device=data.train.x.device)
-        _refuse_if_changed(out_dir, saved.meta.get("settings", {}), wanted, what="grown")
+        # a later field is absent from runs saved at its default: compare with the default filled in on both sides
+        _refuse_if_changed(out_dir, {**LATER_FIELDS, **saved.meta.get("settings", {})}, {**LATER_FIELDS, **wanted},
+                           what="grown")
         rounds = saved.meta.get("max_rounds")
         capped = str(saved.meta.get("stop_reason", "")).startswith("reached max_rounds")
         if not capped or rounds == cfg.max_rounds:

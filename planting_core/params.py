@@ -169,10 +169,14 @@ _TABLE = [
           *registry("stopping", "STOP_RULES")),
     Param("finetune_old", False, "ablation: candidates train every weight, not only the planted ones",
           "True or False", is_bool),
+    Param("train_head", False, "study: candidates also train fc1 and fc2 (the convolutions' old weights stay "
+          "frozen)", "True or False", is_bool),
     Param("ablation_rounds", 4, "planting rounds per ablation variant", "an integer from 1 to 10000",
           int_in(1, 10_000)),
     Param("conditions", None, "study: the conditions to grow, by name (None: every one in study.CONDITIONS)",
           *_optional_list(*registry("study", "BY_NAME"))),
+    Param("study_rounds", None, "study: planting rounds at most per condition, at most 50 (None: max_rounds, or 50)",
+          "an integer from 1 to 50, or None", optional(int_in(1, 50))),
     # compared methods
     Param("prune_from", [32, 64], "pruning: the widths [w]*5 trained with the group-sparse penalty, then pruned",
           f"a non-empty list of distinct integers from 1 to {MAX_WIDTH}", list_of(int_in(1, MAX_WIDTH), unique=True)),

@@ -65,6 +65,19 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
+def train_head(model: PlantedCNN) -> PlantedCNN:
+    """Let a planted network's classifier (fc1 and fc2, old weights included) train too, in place; the
+    convolutions' old weights stay frozen. The study's `train-head` condition."""
+    fc1_names = ("old_weight", "old_bias") if isinstance(model.fc1, PlantedLayer) else ("weight", "bias")
+    for layer, names in ((model.fc1, fc1_names), (model.fc2, ("weight", "bias"))):
+        for name in names:
+            tensor = getattr(layer, name)
+            delattr(layer, name)  # a buffer until now
+            setattr(layer, name, nn.Parameter(tensor.detach().clone()))
+    model.head_trains = True
+    return model
+
+
 def is_planted(model: nn.Module) -> bool:
     """True if the network has planted layers that merge() would fold."""
     return any(isinstance(m, PlantedLayer) for m in model.modules())
@@ -85,6 +98,7 @@ class PlantedCNN(PlainCNN):
     change) and the trainable rest (forward_from_prefix), which is what fit() uses to train it fast.
     """
     planted_layer: int  # 0-based index of the conv that received the new channels
+    head_trains: bool = False  # train_head(): fc1 and fc2 train too, so fc1's old weights leave the frozen prefix
 
     def __init__(self, base: PlainCNN, layer: int, channels: int, init: str = "zero",
                  generator: torch.Generator | None = None):
@@ -125,7 +139,8 @@ class PlantedCNN(PlainCNN):
         """The parts of the forward pass that never change in training, for images x (B, C, H, W).
 
         Returns h, the input of the planted conv l (B, C_l_in, H_l, W_l), and z_old, the next layer's
-        pre-activation from the old channels alone, bias included: (B, C_l+1, H', W'), or (B, hidden) for fc1.
+        pre-activation from the old channels alone, bias included: (B, C_l+1, H', W'), or (B, hidden) for fc1;
+        for fc1 with a training head, the old channels' flattened activations instead: (B, C_l * s * s).
         """
         layer = self.planted_layer
         h = self.features(x, 0, layer)
@@ -133,6 +148,8 @@ class PlantedCNN(PlainCNN):
         a_old = self.activate(layer, F.conv2d(h, planted.old_weight, planted.old_bias, padding=1))
         if nxt.is_conv:
             return h, F.conv2d(a_old, nxt.old_weight, nxt.old_bias, padding=1)
+        if self.head_trains:  # fc1's old weights train: the prefix stops before them
+            return h, torch.flatten(a_old, 1)
         return h, F.linear(torch.flatten(a_old, 1), nxt.old_weight, nxt.old_bias)
 
     def forward_from_prefix(self, h: torch.Tensor, z_old: torch.Tensor) -> torch.Tensor:
@@ -144,6 +161,8 @@ class PlantedCNN(PlainCNN):
         planted, nxt = self.convs[layer], self._next_layer()
         a_new = self.activate(layer, F.conv2d(h, planted.new_weight, planted.new_bias, padding=1))  # (B, k, H', W')
         if not nxt.is_conv:  # conv5 planted: fc1's new columns read the new channels, flattened
+            if self.head_trains:  # z_old holds the old channels' activations (B, C_l * s * s): fc1 reads them now
+                z_old = F.linear(z_old, nxt.old_weight, nxt.old_bias)
             return self.fc2(torch.relu(z_old + F.linear(torch.flatten(a_new, 1), nxt.new_weight)))
         x = self.activate(layer + 1, z_old + F.conv2d(a_new, nxt.new_weight, None, padding=1))  # (B, C_l+1, ...)
         return self.head(self.features(x, layer + 2))

@@ -22,7 +22,7 @@ from .distill import teacher_logits
 from .errors import NonFiniteLossError, PlantingError
 from .models import PlainCNN, count_parameters
 from .params import DEFAULTS, check_value, default
-from .planting import merge
+from .planting import merge, train_head
 from .proposals import PROPOSALS, Candidate
 from .selection import SELECTIONS
 from .stopping import STOP_RULES
@@ -46,6 +46,7 @@ class GrowConfig:
     select: str = default("select")  # selection.SELECTIONS: "val_loss", "val_kd" or "drop_per_param"
     stop: str = default("stop")  # stopping.STOP_RULES: "no-improvement" (the paper) or "fixed-rounds"
     finetune_old: bool = default("finetune_old")  # ablation: train every weight, not only the planted ones
+    train_head: bool = default("train_head")  # study: fc1 and fc2 train with the planted channels (convs frozen)
     train: TrainConfig = field(default_factory=planting_train_config)
 
     def check(self) -> "GrowConfig":
@@ -53,6 +54,9 @@ class GrowConfig:
         for name, value in asdict(self).items():
             if name != "train":
                 check_value(name, value)
+        if self.finetune_old and self.train_head:
+            raise PlantingError("finetune_old=True already trains every weight, fc1 and fc2 included; set "
+                                "train_head=False, or finetune_old=False to train only the head with the new channels")
         if self.stop == "fixed-rounds" and self.max_rounds is None and self.max_params is None:
             raise PlantingError("stop='fixed-rounds' keeps every round's winner, so it needs max_rounds (or "
                                 "max_params) to end; set one, or use stop='no-improvement'")
@@ -74,6 +78,16 @@ class GrowResult:
 
 NAN = float("nan")
 FAILED = {"loss": NAN, "acc": NAN, "kd": NAN}
+
+
+# GrowConfig fields added after runs were saved: recorded only when set, so that the runs made before them (at the
+# default, which keeps the old behaviour) still resume and load
+LATER_FIELDS = {"train_head": False}
+
+
+def settings_record(cfg: GrowConfig) -> dict:
+    """The search's settings as a saved run records them: asdict(cfg), less later fields left at their default."""
+    return {k: v for k, v in asdict(cfg).items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
 def history_row(rnd: int, layer: int | None, net: PlainCNN, val: dict, seconds: float, status: str = "ok") -> dict:
@@ -122,6 +136,8 @@ class CandidateTrainer:
                 continue
             if self.cfg.finetune_old:
                 net = merge(net)
+            elif self.cfg.train_head:
+                net = train_head(net)
             try:
                 fit(net, self.data, replace(self.tcfg, seed=seed), teacher=self.teacher, targets=self.targets,
                     desc=f"round {rnd} {cand.key}")
@@ -201,7 +217,7 @@ class PlantingState:
         self.path = out_dir / "grow_state.pt" if out_dir else None
         self.out_dir, self.data, self.trainer = out_dir, data, trainer
         # what a saved state must match to be resumed: settings (max_rounds may change), networks, data split
-        self.settings = asdict(replace(cfg, train=trainer.tcfg))
+        self.settings = settings_record(replace(cfg, train=trainer.tcfg))
         self.identity = {"initial": fingerprint(initial), "teacher": fingerprint(teacher), "data": data.fingerprint()}
         self.stop_reason = ""
         if self.path and self.path.exists():

@@ -47,6 +47,7 @@ CONDITIONS: list[Condition] = [
     Condition("T1-valkd", "selection by validation CE rejects T > 1", {"select": "val_kd"}),
     Condition("drop-per-param", "selection ignores parameter cost", {"select": "drop_per_param"}),
     Condition("initial-4", "little headroom", widths=[4] * 5),
+    Condition("train-head", "frozen classifier: fc1 and fc2 never adapt to the new channels", {"train_head": True}),
     Condition("T2-valkd", "selection by validation CE rejects T > 1", {"train_T": 2.0, "select": "val_kd"}),
     Condition("T4-valkd", "selection by validation CE rejects T > 1", {"train_T": 4.0, "select": "val_kd"}),
     Condition("lr-0.01", "under-trained candidates", {"train_lr": 0.01}),
@@ -57,17 +58,28 @@ CONDITIONS: list[Condition] = [
 BY_NAME = {c.name: c for c in CONDITIONS}
 
 
-def grow_changes(cond: Condition, max_rounds: int | None = None) -> dict:
-    """The condition's changes to the search, with the study's round budget (or the run's smaller max_rounds)."""
-    return {"max_rounds": min(max_rounds or MAX_ROUNDS, MAX_ROUNDS), **cond.changes}
+def study_rounds(params: dict) -> int:
+    """The study's round budget: `study_rounds`, else the run's `max_rounds`, and never more than MAX_ROUNDS."""
+    return min(params.get("study_rounds") or params.get("max_rounds") or MAX_ROUNDS, MAX_ROUNDS)
 
 
-def condition_run(folder: RunFolder, cond: Condition, seed: int) -> Path:
-    """Where a condition's planting run of one seed lives; the paper's search and the fine-tuned variant are the
-    runs that chapters 3 and 4 already grew with the same settings (loaded, not regrown)."""
-    if cond.name == "paper":
+def reuses_chapter_runs(params: dict) -> bool:
+    """Whether the study's `paper` and `finetune-old` are chapters 3 and 4's runs: only if those had the same
+    round budget (a run capped at fewer rounds, e.g. full data's 10, is grown again in the study's folder)."""
+    return params.get("max_rounds") in (None, study_rounds(params))
+
+
+def grow_changes(cond: Condition, rounds: int = MAX_ROUNDS) -> dict:
+    """The condition's changes to the search, with the study's round budget (study_rounds())."""
+    return {"max_rounds": min(rounds, MAX_ROUNDS), **cond.changes}
+
+
+def condition_run(folder: RunFolder, cond: Condition, seed: int, reuse: bool = True) -> Path:
+    """Where a condition's planting run of one seed lives; with `reuse` (reuses_chapter_runs()), the paper's search
+    and the fine-tuned variant are the runs that chapters 3 and 4 already grew with the same settings (loaded)."""
+    if reuse and cond.name == "paper":
         return folder.planting(seed)
-    if cond.name == "finetune-old":
+    if reuse and cond.name == "finetune-old":
         return folder.variant("finetune-old", seed)
     return folder.study(cond.name, seed)
 

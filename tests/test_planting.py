@@ -108,3 +108,43 @@ def test_fast_planted_forward_matches_the_full_forward_and_its_gradients(layout,
                                          retain_graph=True))
     for a, b in zip(*grads):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", [2, 4])
+def test_train_head_trains_fc1_and_fc2_and_keeps_old_conv_weights(net, layer):
+    planted = pc.train_head(pc.plant(net, layer, 3))
+    nxt = f"convs.{layer + 1}" if layer < 4 else "fc1"
+    fc1 = ["fc1.old_weight", "fc1.old_bias"] if layer == 4 else ["fc1.weight", "fc1.bias"]
+    names = sorted(n for n, _ in planted.named_parameters())
+    assert names == sorted([f"convs.{layer}.new_weight", f"convs.{layer}.new_bias", f"{nxt}.new_weight",
+                            *fc1, "fc2.weight", "fc2.bias"])
+    assert torch.equal(planted(X), net(X))  # still function-preserving at zero init
+    convs_before = [c.weight.detach().clone() for c in net.convs]
+    opt = torch.optim.SGD(planted.parameters(), lr=0.1, momentum=0.9, weight_decay=0.05)
+    y = torch.randint(0, 5, (8,), generator=torch.Generator().manual_seed(2))
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(planted(X), y).backward()
+        opt.step()
+    merged = pc.merge(planted)
+    for i, old in enumerate(convs_before):  # every conv's old filters bit-identical; the head moved
+        assert torch.equal(merged.convs[i].weight[: old.shape[0], : ([1] + net.widths)[i]], old)
+    assert not torch.equal(merged.fc2.weight, net.fc2.weight)
+    assert not torch.equal(merged.fc1.weight[:, : net.fc1.weight.shape[1]], net.fc1.weight)
+
+
+@pytest.mark.parametrize("layer", [3, 4])
+def test_train_head_prefix_leaves_out_what_trains(net, layer):
+    """With the head training, the cached prefix must not hold fc1's old weights: the fast path equals the full
+    forward pass after the head has changed (a stale cache would not)."""
+    planted = pc.train_head(pc.plant(net, layer, 3, init="random"))
+    prefix = planted.frozen_prefix(X)  # cached before the head changes, as fit() caches it once
+    with torch.no_grad():
+        planted.fc1.weight.mul_(1.5) if layer < 4 else planted.fc1.old_weight.mul_(1.5)
+        planted.fc2.bias.add_(0.3)
+    assert torch.allclose(planted.forward_from_prefix(*prefix), planted(X), atol=1e-5)
+
+
+def test_train_head_with_finetune_old_is_refused():
+    with pytest.raises(pc.PlantingError, match="finetune_old=True already trains every weight"):
+        pc.GrowConfig(finetune_old=True, train_head=True).check()
