@@ -10,9 +10,9 @@ from .experiments import growth_settings, load_or_train, plant_and_save, read_hi
 from .models import LAYOUTS, NUM_CONVS, PlainCNN, check_widths, count_parameters, param_count
 from .params import DEFAULTS, PAPER_NETWORKS, PARAMS, PROFILES, Param, check_params, check_value, profile_params
 from .planting import PlantedCNN, PlantedLayer, freeze, is_planted, merge, plant, train_head
-from .plots import plot_accuracy_vs_params, plot_planting_diagram, plot_search, plot_widths
+from .plots import plot_accuracy_vs_params, plot_comparison, plot_planting_diagram, plot_search, plot_widths
 from .proposals import PROPOSALS, Candidate
-from . import depthnet, fetch, projection, pruning, study
+from . import comparison, depthnet, fetch, projection, pruning, study, tuning
 from .report import METHOD_COLUMNS, SUMMARY_COLUMNS, claims, comparison_points, compute_time, glue, poster_table, result_row, write_method_rows
 from .runfolder import RunFolder
 from .search import GrowConfig, GrowResult, grow
@@ -33,10 +33,10 @@ __all__ = [
     "LAYOUTS", "NUM_CONVS", "PlainCNN", "check_widths", "count_parameters", "param_count",
     "DEFAULTS", "PAPER_NETWORKS", "PARAMS", "PROFILES", "Param", "check_params", "check_value", "profile_params",
     "PlantedCNN", "PlantedLayer", "freeze", "is_planted", "merge", "plant", "train_head", "trainable_parameters",
-    "plot_accuracy_vs_params", "plot_planting_diagram", "plot_search", "plot_widths",
+    "plot_accuracy_vs_params", "plot_comparison", "plot_planting_diagram", "plot_search", "plot_widths",
     "PROPOSALS", "Candidate",
     "METHOD_COLUMNS", "SUMMARY_COLUMNS", "claims", "comparison_points", "compute_time", "glue", "poster_table", "result_row", "write_method_rows",
-    "RunFolder", "depthnet", "fetch", "projection", "pruning", "study",
+    "RunFolder", "comparison", "depthnet", "fetch", "projection", "pruning", "study", "tuning",
     "GrowConfig", "GrowResult", "grow",
     "SELECTIONS", "Selection",
     "STOP_RULES",

@@ -103,6 +103,8 @@ class SubNetwork(nn.Module):
         # head k: the plain CNN's fc1/fc2 for the full depth, else the sub-network's own
         self.head_layers = nn.ModuleList([net.full.fc1, net.full.fc2] if k == NUM_CONVS else [net.heads[str(k)]])
         self.head = net.full.head if k == NUM_CONVS else net.heads[str(k)]
+        self.widths = list(net.full.widths[:k])
+        self.meta = {"settings": getattr(net, "meta", {}).get("settings", {})}  # its DepthNet's (trained with it)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i in range(self.k):

@@ -180,21 +180,25 @@ _TABLE = [
     # compared methods
     Param("prune_from", [32, 64], "pruning: the widths [w]*5 trained with the group-sparse penalty, then pruned",
           f"a non-empty list of distinct integers from 1 to {MAX_WIDTH}", list_of(int_in(1, MAX_WIDTH), unique=True)),
-    Param("sparsity", 1e-4, "pruning: strength of the hierarchical group-sparse penalty",
-          "a number from 0 to 1", num_in(0, 1)),
+    Param("sparsity", [1e-4], "pruning: strengths of the hierarchical group-sparse penalty; with several, each is "
+          "tried on the first seed and the lowest mean validation loss of its pruned networks wins",
+          "a non-empty list of distinct numbers from 0 to 1", list_of(num_in(0, 1), unique=True)),
     Param("prune_budgets", None, "pruning: parameter budgets to prune to (None: the sizes of the smaller "
           "fixed-width students and of each seed's planted network)",
           "None, or a non-empty list of distinct positive integers", optional(list_of(int_in(1, 10 ** 9), unique=True))),
     Param("project_widths", [8, 16, 32], "knowledge projection: the student widths [w]*5 guided by the teacher",
           f"a non-empty list of distinct integers from 1 to {MAX_WIDTH}", list_of(int_in(1, MAX_WIDTH), unique=True)),
-    Param("hint_weight", 1.0, "knowledge projection: weight of the projected-feature (hint) loss",
-          "a number from 0 to 1000", num_in(0, 1000)),
+    Param("hint_weight", [1.0], "knowledge projection: weights of the projected-feature (hint) loss; with several, "
+          "each is tried on the first seed and the lowest mean validation loss of its networks wins",
+          "a non-empty list of distinct numbers from 0 to 1000", list_of(num_in(0, 1000), unique=True)),
     Param("guide_epochs", 3, "knowledge projection: epochs each teacher/student layer pair is tried",
           f"an integer from 1 to {MAX_EPOCHS}", int_in(1, MAX_EPOCHS)),
     Param("ddnn_widths", [16, 32], "DDNN-EKD: the widths [w]*5 of the full-depth network",
           f"a non-empty list of distinct integers from 1 to {MAX_WIDTH}", list_of(int_in(1, MAX_WIDTH), unique=True)),
-    Param("ddnn_T", 2.0, "DDNN-EKD: temperature of the embedded distillation", "a number above 0 and at most 100",
-          num_in(0, 100, lo_open=True)),
+    Param("ddnn_T", [2.0], "DDNN-EKD: temperatures of the embedded distillation; with several, each is tried on "
+          "the first seed and the lowest mean validation loss of its sub-networks wins",
+          "a non-empty list of distinct numbers above 0 and at most 100", list_of(num_in(0, 100, lo_open=True),
+                                                                                   unique=True)),
     Param("attention_weight", 1.0, "DDNN-EKD: weight of the attention-transfer loss", "a number from 0 to 1000",
           num_in(0, 1000)),
     # running

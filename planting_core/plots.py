@@ -100,3 +100,26 @@ def plot_planting_diagram(widths: list[int], layer: int, channels: int, ax: plt.
     ax.set(xlim=(-0.7, xs[-1] + 0.7), ylim=(-4, tall + 5), title="One planting step: grey is frozen, green is new")
     ax.axis("off")
     return ax
+
+
+def plot_comparison(table: pd.DataFrame, ax: plt.Axes | None = None) -> plt.Axes:
+    """Every method's networks (comparison.comparison_table: mean ± std over seeds) by test accuracy against
+    parameter count (log axis): students as lines, every other method as points with error bars."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    ax = ax or plt.subplots(figsize=(8, 4.6))[1]
+    methods = list(table["method"].unique())
+    palette = dict(zip(methods, sns.color_palette("tab10", n_colors=len(methods))))
+    markers = dict(zip(methods, "os^DvP*Xhp" * 2))
+    for method, part in table.groupby("method", sort=False):
+        part = part.sort_values("params")
+        line = "-" if method.startswith("student") else "none"
+        ax.errorbar(part["params"], part["acc"] * 100, yerr=part["acc_std"].fillna(0) * 100, ls=line,
+                    marker=markers[method], ms=6, capsize=2, color=palette[method], label=method, alpha=0.85)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}K" if v >= 1000 else f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set(xlabel="parameters (log scale)", ylabel="test accuracy (%), mean ± std over seeds",
+           title="Every method: accuracy against size")
+    ax.legend(fontsize=8, loc="lower right")
+    return ax

@@ -13,6 +13,7 @@ Choices the source leaves open, made here (the comparison chapter lists them):
 """
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -94,12 +95,14 @@ def choose_pair(teacher: PlainCNN, make_student, data: Data, cfg: TrainConfig, g
     `guide_epochs`; returns the guided student with the lowest validation joint loss, and one row per pair."""
     rows, best = [], None
     for t, s in layer_pairs(teacher, make_student()):
+        t0 = time.perf_counter()
         torch.manual_seed(cfg.seed)
         guided = Guided(make_student(), teacher, t, s).to(data.train.x.device)
         fit(guided, data, replace(cfg, epochs=guide_epochs, loss="ce", eval_each_epoch=False),
             penalty=HintPenalty(hint_weight), desc=f"pair t{t + 1}->s{s + 1}")
         loss = joint_loss(guided, data, hint_weight, cfg.eval_batch_size)
-        rows.append(dict(teacher_layer=t + 1, student_layer=s + 1, val_joint_loss=loss))
+        rows.append(dict(teacher_layer=t + 1, student_layer=s + 1, val_joint_loss=loss,
+                         seconds=time.perf_counter() - t0))
         if best is None or loss < best[0]:
             best = (loss, guided)
     return best[1], pd.DataFrame(rows)

@@ -6,26 +6,29 @@ Choices the source leaves open, made here (the comparison chapter lists them):
 - groups: a channel's group is every weight tied to it (its filter, its bias and the next layer's input
   columns it feeds, fc1's for conv5); inside it, each kernel of its filter (one per input channel) is a group
   too. The penalty is the sum of both levels' L2 norms, times `strength`.
-- removal: scored on `samples` random training images by the rise of the cross-entropy when the channel's
-  output is zeroed; the lowest `fraction` of the remaining channels goes per step (at least one), rescored
-  after each step; a layer keeps at least one channel.
+- removal: scored on `samples` (256) random training images by the rise of the cross-entropy when the
+  channel's output is zeroed; the lowest `fraction` (10%) of the remaining channels goes per step (at least
+  one), rescored after each step; a layer keeps at least one channel. Several budgets share one pruning path.
 """
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import fingerprint
+from .checkpoint import fingerprint, write_csv
 from .data import Data
 from .experiments import load_or_train
 from .models import NUM_CONVS, PlainCNN, param_count
 from .train import TrainConfig
 
 EPS = 1e-12  # keeps the gradient of a norm finite at zero
+SAMPLES = 256  # random training images that score a channel's removal
+FRACTION = 0.1  # share of the remaining channels removed per scoring step
 
 
 def next_columns(net: PlainCNN, layer: int) -> torch.Tensor:
@@ -100,64 +103,103 @@ def prune(net: PlainCNN, keep: list[list[int]]) -> PlainCNN:
 
 def removal_scores(net: PlainCNN, x: torch.Tensor, y: torch.Tensor, keep: list[list[int]]) -> pd.DataFrame:
     """For every kept channel: how much the cross-entropy on (x, y) rises when its output is zeroed too.
-    Rows: layer, channel, rise (channels already removed stay zeroed)."""
-    removed = [sorted(set(range(w)) - set(k)) for w, k in zip(net.widths, keep)]
-    extra: list[tuple[int, int] | None] = [None]
+    Rows: layer, channel, rise (channels already removed stay zeroed).
 
-    def hook(layer: int):
-        def zero(module: nn.Module, inputs, out: torch.Tensor) -> torch.Tensor:
-            out = out.clone()
-            out[:, removed[layer]] = 0.0  # a zero conv output stays zero after ReLU and pooling
-            if extra[0] is not None and extra[0][0] == layer:
-                out[:, extra[0][1]] = 0.0
-            return out
-        return zero
-    handles = [net.convs[i].register_forward_hook(hook(i)) for i in range(NUM_CONVS)]
+    Each layer's input and pre-activation are computed once; a channel's score runs only the layers after it.
+    """
+    removed = [sorted(set(range(w)) - set(k)) for w, k in zip(net.widths, keep)]
+
+    def run(layer: int, z: torch.Tensor, extra: int | None = None) -> torch.Tensor:
+        z[:, removed[layer]] = 0.0  # a zero conv output stays zero after ReLU and pooling
+        if extra is not None:
+            z[:, extra] = 0.0
+        return net.activate(layer, z)
+
+    def loss_from(layer: int, h: torch.Tensor) -> float:  # h: the output of conv `layer - 1`, activated
+        for i in range(layer, NUM_CONVS):
+            h = run(i, net.convs[i](h))
+        return F.cross_entropy(net.head(h), y).item()
+
     rows = []
-    try:
-        with torch.no_grad():
-            base = F.cross_entropy(net(x), y).item()
-            for layer, idx in enumerate(keep):
-                for channel in idx:
-                    extra[0] = (layer, channel)
-                    rows.append(dict(layer=layer, channel=channel, rise=F.cross_entropy(net(x), y).item() - base))
-                extra[0] = None
-    finally:
-        for h in handles:
-            h.remove()
+    with torch.no_grad():
+        h, inputs = x, []  # inputs[l]: the input of conv l, (N, C_l_in, H_l, W_l)
+        for i in range(NUM_CONVS):
+            inputs.append(h)
+            h = run(i, net.convs[i](h))
+        base = F.cross_entropy(net.head(h), y).item()
+        for layer, idx in enumerate(keep):
+            z = net.convs[layer](inputs[layer])  # (N, C_l, H, W): conv l's output before any channel is zeroed
+            for channel in idx:
+                rise = loss_from(layer + 1, run(layer, z.clone(), channel)) - base
+                rows.append(dict(layer=layer, channel=channel, rise=rise))
     return pd.DataFrame(rows)
 
 
-def prune_to_budget(net: PlainCNN, data: Data, budget: int, samples: int = 512, fraction: float = 0.05,
-                    seed: int = 0) -> tuple[PlainCNN, pd.DataFrame]:
-    """Remove channels of `net` (lowest loss rise first, `fraction` of those left per step) until the network
-    has at most `budget` parameters; returns the pruned network and one row per step (widths, params)."""
+def prune_to_budgets(net: PlainCNN, data: Data, budgets: list[int], samples: int = SAMPLES,
+                     fraction: float = FRACTION, seed: int = 0) -> tuple[dict[int, list[list[int]]], pd.DataFrame]:
+    """Remove channels of `net` (lowest loss rise first, `fraction` of those left per step, rescored after each
+    step) until it has at most min(budgets) parameters. One pruning path serves every budget: the channels kept
+    when the count first falls to a budget are exactly what pruning to that budget alone keeps.
+    Returns {budget: kept channel indices per layer} and one row per step (widths, params, largest rise)."""
     arch = {k: v for k, v in net.arch().items() if k != "widths"}
     keep = [list(range(w)) for w in net.widths]
     g = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(data.train), generator=g)[:samples].to(data.train.x.device)
     x, y = data.train.x[pick], data.train.y[pick]  # (samples, C, H, W), (samples,)
-    steps = []
+    open_budgets = sorted(set(budgets), reverse=True)
+    kept, steps = {}, []
+
+    def size() -> int:
+        return param_count([len(k) for k in keep], **arch)
+
+    def settle() -> None:  # record every budget the network now meets
+        while open_budgets and size() <= open_budgets[0]:
+            kept[open_budgets.pop(0)] = [list(k) for k in keep]
+
     net = net.eval()
-    while param_count([len(k) for k in keep], **arch) > budget:
+    settle()
+    while open_budgets:
+        t0 = time.perf_counter()
         scores = removal_scores(net, x, y, keep)
         scores = scores[scores["layer"].map(lambda i: len(keep[i]) > 1)].sort_values("rise", kind="stable")
-        if scores.empty:
-            break  # one channel per layer is the floor
+        if scores.empty:  # one channel per layer is the floor: the smaller budgets get the floor
+            kept.update({b: [list(k) for k in keep] for b in open_budgets})
+            break
         take = max(1, math.floor(fraction * sum(len(k) for k in keep)))
         for layer, channel in zip(scores["layer"].head(take), scores["channel"].head(take)):
-            if len(keep[layer]) > 1 and param_count([len(k) for k in keep], **arch) > budget:
+            if len(keep[layer]) > 1 and open_budgets:
                 keep[layer].remove(channel)
+                settle()
         widths = [len(k) for k in keep]
         steps.append(dict(step=len(steps) + 1, widths=str(widths), params=param_count(widths, **arch),
-                          max_rise=float(scores.head(take)["rise"].max())))
-    return prune(net, keep), pd.DataFrame(steps)
+                          max_rise=float(scores.head(take)["rise"].max()), seconds=time.perf_counter() - t0))
+    return kept, pd.DataFrame(steps, columns=["step", "widths", "params", "max_rise", "seconds"])
 
 
-def load_or_prune(path: str | Path, sparse: PlainCNN, data: Data, budget: int, cfg: TrainConfig, seed: int = 0,
-                  samples: int = 512, fraction: float = 0.05, desc: str = "pruned") -> PlainCNN:
-    """Load the pruned, fine-tuned network at `path`, or prune `sparse` to at most `budget` parameters and
-    fine-tune it with `cfg` (load-or-train: resumable, refused if made from another network or budget)."""
-    origin = {"pruned_from": fingerprint(sparse), "budget": budget, "samples": samples, "fraction": fraction}
-    return load_or_train(path, None, data, cfg, seed=seed, desc=desc, origin=origin,
-                         start=lambda: prune_to_budget(sparse, data, budget, samples, fraction, seed)[0])
+def prune_to_budget(net: PlainCNN, data: Data, budget: int, samples: int = SAMPLES, fraction: float = FRACTION,
+                    seed: int = 0) -> tuple[PlainCNN, pd.DataFrame]:
+    """prune_to_budgets for one budget: the pruned network and one row per step."""
+    kept, steps = prune_to_budgets(net, data, [budget], samples, fraction, seed)
+    return prune(net, kept[budget]), steps
+
+
+def load_or_prune(paths: dict[int, str | Path], sparse: PlainCNN, data: Data, cfg: TrainConfig, seed: int = 0,
+                  samples: int = SAMPLES, fraction: float = FRACTION, desc: str = "pruned",
+                  steps_csv: str | Path | None = None) -> dict[int, PlainCNN]:
+    """For each budget -> path: load the pruned, fine-tuned network there, or prune `sparse` to at most that many
+    parameters and fine-tune it with `cfg` (load-or-train: resumable, refused if made from another network or
+    budget). The pruning path is computed once, and only if a network is missing; its steps (with their
+    seconds) are written to `steps_csv` if given."""
+    kept: dict[int, list[list[int]]] = {}
+
+    def start(budget: int) -> PlainCNN:
+        if not kept:
+            found, steps = prune_to_budgets(sparse, data, list(paths), samples, fraction, seed)
+            kept.update(found)
+            if steps_csv:
+                write_csv(steps, steps_csv)
+        return prune(sparse, kept[budget])
+
+    origin = {"pruned_from": fingerprint(sparse), "samples": samples, "fraction": fraction}
+    return {b: load_or_train(p, None, data, cfg, seed=seed, desc=f"{desc} {b:,}", origin={**origin, "budget": b},
+                             start=lambda b=b: start(b)) for b, p in paths.items()}

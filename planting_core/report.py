@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .checkpoint import load_checkpoint, write_csv
+from .checkpoint import load_checkpoint
 from .models import PlainCNN, count_parameters
 from .runfolder import RunFolder
+from .tuning import replace_rows
 
 SUMMARY_COLUMNS = ["model", "widths", "params", "loss_fn", "seed", "test_acc", "test_loss"]
 METHOD_COLUMNS = ["method", "variant", "widths", "params", "seed", "test_acc", "test_loss"]
@@ -69,6 +70,14 @@ def compute_time(out_dir: str | Path) -> pd.DataFrame:
         if histories or name == "planting":  # one row per candidate, after the initial network's row
             rows.append(dict(stage=stage, runs=sum(len(h) - 1 for h in histories),
                              seconds=float(sum(h["seconds"].sum() for h in histories))))
+    for method in sorted(p for p in (folder.root / "methods").glob("*") if p.is_dir()):
+        # every network trained (tuning included), plus the steps written beside them (pruning's scoring,
+        # projection's layer-pair trials): each CSV there with a seconds column
+        nets = [load_checkpoint(p) for p in sorted(method.rglob("*.pt")) if not p.name.endswith(".state.pt")]
+        extra = [pd.read_csv(c) for c in sorted(method.rglob("*.csv"))]
+        rows.append(dict(stage=f"{method.name} (every network tried)", runs=len(nets),
+                         seconds=sum(e["seconds"] for n in nets for e in n.meta.get("history", []))
+                         + float(sum(t["seconds"].sum() for t in extra if "seconds" in t))))
     table = pd.DataFrame(rows)
     table.loc[len(table)] = dict(stage="total", runs=table["runs"].sum(), seconds=table["seconds"].sum())
     table["minutes"] = (table["seconds"] / 60).round(1)
@@ -112,11 +121,7 @@ def poster_table(summary: pd.DataFrame) -> pd.DataFrame:
 def write_method_rows(path: str | Path, method: str, rows: pd.DataFrame) -> pd.DataFrame:
     """Replace `method`'s rows of methods.csv (one row per trained network and seed) with `rows`; other
     methods' rows stay. Returns the whole table."""
-    path = Path(path)
-    old = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=METHOD_COLUMNS)
-    table = pd.concat([old[old["method"] != method], rows[METHOD_COLUMNS]], ignore_index=True)
-    write_csv(table, path)
-    return table
+    return replace_rows(path, rows[METHOD_COLUMNS], "method", [method])
 
 
 def comparison_points(folder: RunFolder, students: pd.DataFrame, rows: pd.DataFrame, seeds: list[int]) -> pd.DataFrame:

@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from .checkpoint import load_checkpoint
-from .models import count_parameters
 from .report import student_means
 from .runfolder import RunFolder
 from .search import GrowResult
+from .tuning import SWEEP_COLUMNS, network_row
 
 MAX_ROUNDS = 50  # the budget of every run: at most this many planting rounds (200 channels at 4 per step)
 CONDITION_COLUMNS = ["condition", "seeds", "planted_params_mean", "planted_acc_mean", "planted_acc_std",
@@ -135,15 +135,6 @@ def conditions_table(sweep: pd.DataFrame, students: pd.DataFrame) -> pd.DataFram
 def student_sweep_rows(folder: RunFolder) -> pd.DataFrame:
     """The run's fixed-width students as sweep.csv rows: one per width, loss and seed, with the last epoch's
     validation figures (what a tuning choice would read) and the test accuracy."""
-    rows = []
-    for s in folder.students():
-        net = load_checkpoint(s.path)
-        history = net.meta.get("history", [])
-        last = history[-1] if history else {}
-        rows.append(dict(kind="student", condition=f"student {s.loss.upper()}", seed=s.seed,
-                         varied=f"widths=[{s.width}]*5", settings=json.dumps(net.meta.get("settings", {}), sort_keys=True),
-                         rounds=0, widths=str(list(net.widths)), params=count_parameters(net),
-                         val_loss=last.get("val_loss", float("nan")), val_acc=last.get("val_acc", float("nan")),
-                         test_acc=net.meta["test_acc"], candidates=0, seconds=sum(e["seconds"] for e in history),
-                         stop_reason=""))
-    return pd.DataFrame(rows)
+    rows = [network_row("student", f"student {s.loss.upper()}", s.seed, f"widths=[{s.width}]*5", load_checkpoint(s.path))
+            for s in folder.students()]
+    return pd.DataFrame(rows, columns=SWEEP_COLUMNS)

@@ -219,15 +219,33 @@ def test_method_notebooks_write_their_rows(smoke, tmp_path):
     out = tmp_path / "methods"
     shutil.copytree(smoke, out, ignore=shutil.ignore_patterns("notebooks", ".lock"))
     run_batch("fashion-mnist", "smoke", {"prune_from": [8], "prune_budgets": [8000, 10000], "project_widths": [4],
-                                         "guide_epochs": 1, "ddnn_widths": [8]}, out=out, only=["07", "08", "09"])
+                                         "guide_epochs": 1, "ddnn_widths": [8], "ddnn_T": [1.0, 4.0]}, out=out,
+              only=["07", "08", "09", "10"])
     rows = pd.read_csv(out / "methods.csv")
     assert list(rows.columns) == pc.METHOD_COLUMNS and set(rows["method"]) == {"pruning", "projection", "ddnn"}
     ddnn = rows[rows["method"] == "ddnn"]
     assert list(ddnn["variant"]) == [f"[8]*5 depth {k}" for k in (3, 4, 5)]
     assert ddnn["params"].nunique() == 3  # each depth its own size (its convs and its head)
-    pruned = rows[rows["variant"] == "from [8]*5"]
+    pruned = rows[rows["variant"].str.startswith("from [8]*5 to")]
     assert len(pruned) == 2 and (pruned["params"] <= 10000).all() and pruned["params"].min() <= 8000
+    assert set(pruned["variant"]) == {"from [8]*5 to 8,000 parameters", "from [8]*5 to 10,000 parameters"}
     assert len(rows[rows["method"] == "projection"]) == 1
-    assert len(pd.read_csv(out / "methods" / "projection" / "w4-seed0-pairs.csv")) == 11
-    for figure in ("pruning_vs_planting.png", "projection_vs_planting.png", "ddnn_vs_planting.png"):
+    pairs = pd.read_csv(out / "methods" / "projection" / "hint-1" / "w4-seed0-pairs.csv")
+    assert len(pairs) == 11 and (pairs["seconds"] > 0).all()
+    assert (pd.read_csv(out / "methods" / "pruning" / "sparsity-0.0001" / "w8-seed0-steps.csv")["seconds"] > 0).all()
+    for figure in ("pruning_vs_planting.png", "projection_vs_planting.png", "ddnn_vs_planting.png", "comparison.png"):
         assert (out / "figures" / figure).exists()
+    # every configuration tried is logged; the temperature chosen is the lowest mean validation loss of its rows
+    tuning = pd.read_csv(out / "sweep.csv").query("kind == 'tuning'")
+    assert set(tuning["condition"]) == {"pruning", "projection", "ddnn"}
+    ddnn_tuning = tuning[tuning["condition"] == "ddnn"]
+    assert set(ddnn_tuning["varied"]) == {"ddnn_T=1", "ddnn_T=4"} and len(ddnn_tuning) == 6
+    means = ddnn_tuning.groupby("varied")["val_loss"].mean()
+    chosen = ddnn_tuning.loc[ddnn_tuning["stop_reason"].fillna("").str.startswith("chosen"), "varied"].unique()
+    assert list(chosen) == [means.idxmin()]
+    # the comparison chapter: students, the paper's planting and every method in one table
+    table = pc.comparison.comparison_table(pc.comparison.comparison_rows(pc.RunFolder(out)))
+    assert {"student CE", "student KD", "planting", "pruning", "projection", "ddnn"} <= set(table["method"])
+    cost = pc.compute_time(out).set_index("stage")
+    for method in ("pruning", "projection", "ddnn"):
+        assert cost.loc[f"{method} (every network tried)", "seconds"] > 0

@@ -123,10 +123,45 @@ def test_method_rows_replace_only_their_method(tmp_path):
 def test_load_or_prune_loads_what_it_made_and_refuses_another_budget(data, tmp_path):
     net = random_net(data)
     cfg = pc.TrainConfig(epochs=1, lr=0.01, batch_size=32, progress=False)
-    budget = pc.count_parameters(net) // 2
-    first = pc.pruning.load_or_prune(tmp_path / "p.pt", net, data, budget, cfg, samples=32, fraction=0.2)
-    assert pc.count_parameters(first) <= budget
-    again = pc.pruning.load_or_prune(tmp_path / "p.pt", net, data, budget, cfg, samples=32, fraction=0.2)
-    assert pc.fingerprint(again) == pc.fingerprint(first)
+    budgets = [pc.count_parameters(net) // 2, pc.count_parameters(net) // 4]
+    paths = {b: tmp_path / f"b{b}.pt" for b in budgets}
+    first = pc.pruning.load_or_prune(paths, net, data, cfg, samples=32, fraction=0.2)
+    assert all(pc.count_parameters(first[b]) <= b for b in budgets)
+    again = pc.pruning.load_or_prune(paths, net, data, cfg, samples=32, fraction=0.2)
+    assert all(pc.fingerprint(again[b]) == pc.fingerprint(first[b]) for b in budgets)
     with pytest.raises(pc.PlantingError, match="budget"):
-        pc.pruning.load_or_prune(tmp_path / "p.pt", net, data, budget - 1, cfg, samples=32, fraction=0.2)
+        pc.pruning.load_or_prune({budgets[0] - 1: paths[budgets[0]]}, net, data, cfg, samples=32, fraction=0.2)
+
+
+def test_removal_scores_equal_zeroing_each_filter_in_the_whole_network(data):
+    net = random_net(data)
+    keep = [list(range(w)) for w in net.widths]
+    keep[1].remove(0)  # a removed channel stays zeroed while the others are scored
+    x, y = data.train.x[:48], data.train.y[:48]
+    scores = removal_scores(net, x, y, keep).set_index(["layer", "channel"])["rise"]
+
+    def loss(zeroed: list[tuple[int, int]]) -> float:
+        copy = pc.PlainCNN(**net.arch())
+        copy.load_state_dict(net.state_dict())
+        with torch.no_grad():
+            for layer, channel in zeroed:
+                copy.convs[layer].weight[channel] = 0
+                copy.convs[layer].bias[channel] = 0
+        return torch.nn.functional.cross_entropy(copy(x), y).item()
+
+    base = loss([(1, 0)])
+    for layer, channel in [(0, 2), (1, 3), (4, 1)]:
+        assert scores[layer, channel] == pytest.approx(loss([(1, 0), (layer, channel)]) - base, abs=1e-5)
+
+
+def test_one_pruning_path_gives_what_each_budget_alone_gives(data):
+    net = random_net(data)
+    total = pc.count_parameters(net)
+    floor = pc.param_count([1] * 5, **{k: v for k, v in net.arch().items() if k != "widths"})
+    budgets = [floor + (total - floor) * f // 10 for f in (8, 5, 2)]
+    kept, steps = pc.pruning.prune_to_budgets(net, data, budgets, samples=32, fraction=0.1)
+    for b in budgets:
+        alone, _ = prune_to_budget(net, data, b, samples=32, fraction=0.1)
+        assert alone.widths == [len(k) for k in kept[b]]
+        assert pc.count_parameters(alone) <= b
+    assert list(steps["params"]) == sorted(steps["params"], reverse=True)

@@ -7,6 +7,7 @@ import pytest
 import planting_core as pc
 from planting_core.report import student_means
 from planting_core.study import best_student_acc, conditions_table, verdict
+from tools.book import BOOK_RUNS, run_params
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDENTS = pd.DataFrame(dict(widths=["[8]", "[8]", "[16]", "[16]"], loss_fn="ce", seed=[0, 1, 0, 1],
@@ -49,11 +50,10 @@ def test_every_condition_has_a_distinct_name_and_a_cause():
     assert pc.study.CONDITIONS[0].describe() == "none"
 
 
-@pytest.mark.parametrize("run", ["fashion-mnist-5k"])
+@pytest.mark.parametrize("run", [run for run, (*_, only) in BOOK_RUNS.items() if "06" in only])
 def test_committed_verdicts_recompute_from_their_numbers(run):
     table = pd.read_csv(ROOT / "results" / run / "conditions.csv")
     sweep_ = pd.read_csv(ROOT / "results" / run / "sweep.csv")
-    from tools.book import run_params
     assert list(table["condition"]) == run_params(run)["conditions"]  # what the book run shows, 3 seeds each
     assert (table["seeds"] == 3).all()
     for _, row in table.iterrows():

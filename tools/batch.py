@@ -29,7 +29,7 @@ from planting_core.params import PROFILES, check_params, profile_params
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 # run only when --only names them: the performance appendix benchmarks Fashion-MNIST whatever the dataset
-ON_REQUEST = ("05_performance", "06_study", "07_pruning", "08_projection", "09_depthnet")
+ON_REQUEST = ("05_performance", "06_study", "07_pruning", "08_projection", "09_depthnet", "10_comparison")
 
 
 def notebooks(folder: Path = NOTEBOOK_DIR, only: list[str] | None = None) -> list[Path]:

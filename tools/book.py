@@ -23,15 +23,20 @@ ROOT = Path(__file__).resolve().parents[1]
 # the book's runs: run folder under results/ -> (dataset, profile, parameter overrides, notebooks or None for all)
 BOOK_RUNS: dict[str, tuple[str, str, dict, list[str] | None]] = {
     # the study (06) shows the conditions whose three seeds have finished (the others resume in later sessions)
+    # the compared methods (07-09) tune their one setting on the first seed's validation loss (three values each)
     "fashion-mnist-5k": ("fashion-mnist", "full", {"subset": 5000, "seeds": [0, 1, 2],
                                                    "conditions": ["paper", "finetune-old", "epochs-3", "drop-per-param",
-                                                                  "lr-0.01", "lr-0.1"]},
-                         ["00", "01", "02", "03", "04", "05", "06"]),
+                                                                  "lr-0.01", "lr-0.1"],
+                                                   "sparsity": [1e-5, 1e-4, 1e-3], "hint_weight": [0.1, 1.0, 10.0],
+                                                   "ddnn_T": [1.0, 2.0, 4.0]},
+                         ["00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10"]),
     # all 54,000 training images: 3 seeds up to [32] (1 for [64]), 3 epochs per candidate, at most 10 rounds,
     # ablations of 2 rounds; no performance appendix (it is the same machine)
+    # the study (06) grows its conditions to their own stop (at most 50 rounds), in its own folders
     "fashion-mnist-full": ("fashion-mnist", "full", {"subset": None, "plant_epochs": 3, "max_rounds": 10,
                                                      "student_widths": [8, 16, 32, 64], "single_seed_from": 64,
-                                                     "seeds": [0, 1, 2], "ablation_rounds": 2},
+                                                     "seeds": [0, 1, 2], "ablation_rounds": 2, "study_rounds": 50,
+                                                     "conditions": ["paper", "finetune-old", "lr-0.1"]},
                            ["01", "02", "03", "04"]),
 }
 
@@ -109,9 +114,29 @@ def results_markdown() -> str:
             table["planted_acc_std"] *= 100
             table["planted_params_mean"] = table["planted_params_mean"].round().astype(int)
             shown = table.round(2).to_markdown(index=False)
+            meets = {f: ", ".join(table.loc[table[f"verdict_{f}"] == "helps", "condition"]) or "none"
+                     for f in ("1x", "2x")}
             parts.append(f"`results/{run}/conditions.csv` (the study; accuracies in %, mean over seeds; verdicts "
-                         f"by the book's study protocol):\n\n{shown}")
+                         f"by the book's study protocol):\n\n{shown}\n\nConditions that meet the paper's claim "
+                         f"(at least the best student with at most twice the parameters): **{meets['2x']}**; at "
+                         f"matched size: **{meets['1x']}**.")
+        if (ROOT / "results" / run / "methods.csv").exists():  # the comparison chapter: every method at planting's size
+            parts.append(methods_markdown(run))
     return "\n\n".join(parts)
+
+
+def methods_markdown(run: str) -> str:
+    """The README's line-up of methods for a run: each method's best network within the paper's planted size."""
+    from planting_core import RunFolder, comparison
+    table = comparison.comparison_table(comparison.comparison_rows(RunFolder(ROOT / "results" / run)))
+    planted = table[(table["method"] == comparison.PLANTING) & (table["variant"] == "the paper's search")]
+    budget = float(planted["params"].iloc[0])
+    best = comparison.best_within(table, budget)
+    best = best.assign(params=best["params"].round().astype(int), acc=(best["acc"] * 100).round(2),
+                       acc_std=(best["acc_std"] * 100).round(2))
+    return (f"Every method's most accurate network within the paper's planted size ({budget:,.0f} parameters; "
+            f"`results/{run}/methods.csv`, accuracies in %, mean ± std over seeds):\n\n"
+            f"{best.to_markdown(index=False)}")
 
 
 def update_readme() -> bool:
