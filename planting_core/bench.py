@@ -74,6 +74,7 @@ class MaskedNet:
 def naive_fit(masked: MaskedNet, teacher: torch.nn.Module, train: Subset, cfg: pc.TrainConfig, steps: int | None = None):
     """DataLoader batches, live teacher, masked full weights, NCHW: one candidate's training."""
     net = masked.net.train()
+    dev = next(net.parameters()).device
     sampler = EpochOrder(len(train), cfg.seed)
     loader = DataLoader(train, batch_size=cfg.batch_size, sampler=sampler)
     per_epoch = math.ceil(len(train) / cfg.batch_size)
@@ -86,6 +87,7 @@ def naive_fit(masked: MaskedNet, teacher: torch.nn.Module, train: Subset, cfg: p
     for epoch in range(cfg.epochs):
         sampler.epoch = epoch
         for x, y in loader:
+            x, y = x.to(dev), y.to(dev)  # a DataLoader yields CPU batches: moved to the network's device each step
             with torch.no_grad():
                 t = teacher(x)
             loss = pc.kd_loss(net(x), t, cfg.T)
@@ -103,7 +105,9 @@ def naive_fit(masked: MaskedNet, teacher: torch.nn.Module, train: Subset, cfg: p
 def naive_eval(net: torch.nn.Module, val: Subset) -> float:
     net.eval()
     total, n = 0.0, 0
+    dev = next(net.parameters()).device
     for x, y in DataLoader(val, batch_size=1024):
+        x, y = x.to(dev), y.to(dev)
         total += F.cross_entropy(net(x), y, reduction="sum").item()
         n += len(y)
     net.train()
@@ -195,9 +199,10 @@ def main(argv: list[str] | None = None) -> None:
         pc.fit(net, sub, pc.TrainConfig(epochs=1, progress=False))
 
     def ref_a():
-        net = pc.PlainCNN([a.student_width] * 5, **data.model_kwargs())
+        net = pc.PlainCNN([a.student_width] * 5, **data.model_kwargs()).to(dev)
         opt = torch.optim.SGD(net.parameters(), lr=0.02, momentum=0.9, weight_decay=5e-4)
         for i, (x, y) in enumerate(DataLoader(tv_train, batch_size=128, shuffle=True)):
+            x, y = x.to(dev), y.to(dev)
             opt.zero_grad()
             F.cross_entropy(net(x), y).backward()
             opt.step()
