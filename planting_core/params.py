@@ -169,6 +169,8 @@ _TABLE = [
           *registry("stopping", "STOP_RULES")),
     Param("finetune_old", False, "ablation: candidates train every weight, not only the planted ones",
           "True or False", is_bool),
+    Param("stop_split", False, "study: the winner is chosen on one half of the validation images and kept only if "
+          "it lowers the loss on the other half", "True or False", is_bool),
     Param("train_head", False, "study: candidates also train fc1 and fc2 (the convolutions' old weights stay "
           "frozen)", "True or False", is_bool),
     Param("ablation_rounds", 4, "planting rounds per ablation variant", "an integer from 1 to 10000",

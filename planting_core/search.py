@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import atomic_save, fingerprint, safe_load, write_csv
-from .data import Data
+from .data import Data, Split
 from .device import to_device
 from .distill import teacher_logits
 from .errors import NonFiniteLossError, PlantingError
@@ -47,6 +47,7 @@ class GrowConfig:
     stop: str = default("stop")  # stopping.STOP_RULES: "no-improvement" (the paper) or "fixed-rounds"
     finetune_old: bool = default("finetune_old")  # ablation: train every weight, not only the planted ones
     train_head: bool = default("train_head")  # study: fc1 and fc2 train with the planted channels (convs frozen)
+    stop_split: bool = default("stop_split")  # study: one half of the validation split chooses, the other stops
     train: TrainConfig = field(default_factory=planting_train_config)
 
     def check(self) -> "GrowConfig":
@@ -82,7 +83,7 @@ FAILED = {"loss": NAN, "acc": NAN, "kd": NAN}
 
 # GrowConfig fields added after runs were saved: recorded only when set, so that the runs made before them (at the
 # default, which keeps the old behaviour) still resume and load
-LATER_FIELDS = {"train_head": False}
+LATER_FIELDS = {"train_head": False, "stop_split": False}
 
 
 def settings_record(cfg: GrowConfig) -> dict:
@@ -92,9 +93,12 @@ def settings_record(cfg: GrowConfig) -> dict:
 
 def history_row(rnd: int, layer: int | None, net: PlainCNN, val: dict, seconds: float, status: str = "ok") -> dict:
     """One row of the planting history (test columns are filled in for kept networks only)."""
-    return dict(round=rnd, layer=layer, widths=str(list(net.widths)), params=count_parameters(net),
-                val_loss=val["loss"], val_acc=val["acc"], val_kd=val["kd"], seconds=seconds, chosen=False,
-                status=status, test_loss=NAN, test_acc=NAN)
+    row = dict(round=rnd, layer=layer, widths=str(list(net.widths)), params=count_parameters(net),
+               val_loss=val["loss"], val_acc=val["acc"], val_kd=val["kd"], seconds=seconds, chosen=False,
+               status=status, test_loss=NAN, test_acc=NAN)
+    if "stop_loss" in val:  # stop_split: the loss on the validation half that decides whether to keep growing
+        row["stop_loss"] = val["stop_loss"]
+    return row
 
 
 def pack(net: PlainCNN) -> dict:
@@ -119,10 +123,18 @@ class CandidateTrainer:
         # teacher logits once per split (unless augmentation needs the teacher live on each augmented batch)
         self.targets = None if self.tcfg.augment or self.tcfg.loss != "kd" else teacher_logits(teacher, data.train.x, bs)
         self.val_targets = teacher_logits(teacher, data.val.x, bs)  # (N_val, K) for the val_kd column
+        self.half = len(data.val) // 2  # stop_split: images [0, half) choose the winner, [half, N_val) stop
 
     def validate(self, net: PlainCNN) -> dict:
-        """Validation cross-entropy, accuracy and KD loss to the teacher."""
-        return evaluate(net, self.data.val, self.tcfg.eval_batch_size, self.val_targets, self.tcfg.T)
+        """Validation cross-entropy, accuracy and KD loss to the teacher (with stop_split: on the first half of
+        the validation split, plus stop_loss, the cross-entropy on the second half)."""
+        bs, val, T = self.tcfg.eval_batch_size, self.data.val, self.tcfg.T
+        if not self.cfg.stop_split:
+            return evaluate(net, val, bs, self.val_targets, T)
+        h = self.half
+        choose = evaluate(net, Split(val.x[:h], val.y[:h]), bs, self.val_targets[:h], T)
+        stop = evaluate(net, Split(val.x[h:], val.y[h:]), bs, self.val_targets[h:], T)
+        return {**choose, "stop_loss": stop["loss"]}
 
     def train(self, current: PlainCNN, candidates: list[Candidate], rnd: int) -> Iterator[tuple[str, dict]]:
         """Train each candidate; yields (key, {"row": history row, "net": packed network or None}) one by one."""
@@ -196,7 +208,8 @@ def grow(initial: PlainCNN, teacher: torch.nn.Module, data: Data, cfg: GrowConfi
             state.stop_reason = no_winner_reason(round_rows, cfg)
             break
         winner = selection.choose(trained, state.kept_row())
-        keep, reason = stop_rule(winner, state.kept_row(), selection.metric, cfg.min_delta)
+        stop_metric = "stop_loss" if cfg.stop_split else selection.metric
+        keep, reason = stop_rule(winner, state.kept_row(), stop_metric, cfg.min_delta)
         if not keep:
             state.rows.extend(round_rows)
             state.stop_reason = reason

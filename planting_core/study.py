@@ -47,6 +47,7 @@ CONDITIONS: list[Condition] = [
     Condition("T1-valkd", "selection by validation CE rejects T > 1", {"select": "val_kd"}),
     Condition("drop-per-param", "selection ignores parameter cost", {"select": "drop_per_param"}),
     Condition("initial-4", "little headroom", widths=[4] * 5),
+    Condition("stop-split", "one validation split both chooses and stops", {"stop_split": True}),
     Condition("train-head", "frozen classifier: fc1 and fc2 never adapt to the new channels", {"train_head": True}),
     Condition("T2-valkd", "selection by validation CE rejects T > 1", {"train_T": 2.0, "select": "val_kd"}),
     Condition("T4-valkd", "selection by validation CE rejects T > 1", {"train_T": 4.0, "select": "val_kd"}),

@@ -174,3 +174,22 @@ def test_train_head_grows_with_frozen_convs_and_is_a_setting_of_its_own(data, te
     plain = pc.plant_and_save(initial, teacher, data, small_cfg(max_rounds=1), tmp_path / "plain", progress=False)
     assert "train_head" not in pc.load_checkpoint(tmp_path / "plain" / "planted.pt").meta["settings"]
     assert plain.history["chosen"].sum() == 2
+
+
+def test_stop_split_chooses_on_one_half_and_stops_on_the_other(data, teacher, initial):
+    res = pc.grow(initial, teacher, data, small_cfg(max_rounds=3, stop_split=True), progress=False)
+    h = res.history
+    ok = h[h["status"] == "ok"]
+    assert ok["stop_loss"].notna().all()
+    half = len(data.val) // 2
+    first = pc.evaluate(initial, pc.Split(data.val.x[:half], data.val.y[:half]))
+    second = pc.evaluate(initial, pc.Split(data.val.x[half:], data.val.y[half:]))
+    assert h.loc[0, "val_loss"] == pytest.approx(first["loss"], abs=1e-5)
+    assert h.loc[0, "stop_loss"] == pytest.approx(second["loss"], abs=1e-5)
+    kept = res.chosen()
+    assert kept["stop_loss"].is_monotonic_decreasing  # every kept winner lowered the stopping half's loss
+    for rnd, rows in h[h["round"] > 0].groupby("round"):  # each round's winner: the lowest loss on the first half
+        winner = rows.loc[rows["val_loss"].idxmin()]
+        assert bool(winner["chosen"]) == (rnd in set(kept["round"]))
+    if "stopped falling" in res.stop_reason:
+        assert "stop_loss" in res.stop_reason
