@@ -171,7 +171,7 @@ _TABLE = [
           "True or False", is_bool),
     Param("stop_split", False, "study: the winner is chosen on one half of the validation images and kept only if "
           "it lowers the loss on the other half", "True or False", is_bool),
-    Param("train_head", False, "study: candidates also train fc1 and fc2 (the convolutions' old weights stay "
+    Param("finetune_head", False, "study: candidates also train fc1 and fc2 (the convolutions' old weights stay "
           "frozen)", "True or False", is_bool),
     Param("ablation_rounds", 4, "planting rounds per ablation variant", "an integer from 1 to 10000",
           int_in(1, 10_000)),

@@ -70,6 +70,10 @@ def compute_time(out_dir: str | Path) -> pd.DataFrame:
         if histories or name == "planting":  # one row per candidate, after the initial network's row
             rows.append(dict(stage=stage, runs=sum(len(h) - 1 for h in histories),
                              seconds=float(sum(h["seconds"].sum() for h in histories))))
+    made = [load_checkpoint(p) for p in sorted((folder.root / "study").glob("*/*.pt"))]  # a condition's own networks
+    if made:
+        rows.append(dict(stage="study teachers and initial networks", runs=len(made),
+                         seconds=sum(e["seconds"] for n in made for e in n.meta.get("history", []))))
     for method in sorted(p for p in (folder.root / "methods").glob("*") if p.is_dir()):
         # every network trained (tuning included), plus the steps written beside them (pruning's scoring,
         # projection's layer-pair trials): each CSV there with a seconds column

@@ -90,6 +90,10 @@ class RunFolder:
         """The initial network of a study condition that changes it."""
         return self.root / "study" / condition / f"initial-seed{seed}.pt"
 
+    def study_teacher(self, condition: str) -> Path:
+        """The teacher of a study condition that changes it."""
+        return self.root / "study" / condition / "teacher.pt"
+
     def method(self, name: str, file: str) -> Path:
         """A compared method's checkpoint, e.g. method("pruning", "w64-sparse-seed0.pt")."""
         return self.root / "methods" / name / file

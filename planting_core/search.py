@@ -46,7 +46,7 @@ class GrowConfig:
     select: str = default("select")  # selection.SELECTIONS: "val_loss", "val_kd" or "drop_per_param"
     stop: str = default("stop")  # stopping.STOP_RULES: "no-improvement" (the paper) or "fixed-rounds"
     finetune_old: bool = default("finetune_old")  # ablation: train every weight, not only the planted ones
-    train_head: bool = default("train_head")  # study: fc1 and fc2 train with the planted channels (convs frozen)
+    finetune_head: bool = default("finetune_head")  # study: fc1 and fc2 train with the planted channels (convs frozen)
     stop_split: bool = default("stop_split")  # study: one half of the validation split chooses, the other stops
     train: TrainConfig = field(default_factory=planting_train_config)
 
@@ -55,9 +55,9 @@ class GrowConfig:
         for name, value in asdict(self).items():
             if name != "train":
                 check_value(name, value)
-        if self.finetune_old and self.train_head:
+        if self.finetune_old and self.finetune_head:
             raise PlantingError("finetune_old=True already trains every weight, fc1 and fc2 included; set "
-                                "train_head=False, or finetune_old=False to train only the head with the new channels")
+                                "finetune_head=False, or finetune_old=False to train only the head with the new channels")
         if self.stop == "fixed-rounds" and self.max_rounds is None and self.max_params is None:
             raise PlantingError("stop='fixed-rounds' keeps every round's winner, so it needs max_rounds (or "
                                 "max_params) to end; set one, or use stop='no-improvement'")
@@ -83,7 +83,7 @@ FAILED = {"loss": NAN, "acc": NAN, "kd": NAN}
 
 # GrowConfig fields added after runs were saved: recorded only when set, so that the runs made before them (at the
 # default, which keeps the old behaviour) still resume and load
-LATER_FIELDS = {"train_head": False, "stop_split": False}
+LATER_FIELDS = {"finetune_head": False, "stop_split": False}
 
 
 def settings_record(cfg: GrowConfig) -> dict:
@@ -148,7 +148,7 @@ class CandidateTrainer:
                 continue
             if self.cfg.finetune_old:
                 net = merge(net)
-            elif self.cfg.train_head:
+            elif self.cfg.finetune_head:
                 net = train_head(net)
             try:
                 fit(net, self.data, replace(self.tcfg, seed=seed), teacher=self.teacher, targets=self.targets,

@@ -17,7 +17,9 @@ import pandas as pd
 from .checkpoint import load_checkpoint
 from .report import student_means
 from .runfolder import RunFolder
+from .configs import teacher_config
 from .search import GrowResult
+from .train import TrainConfig
 from .tuning import SWEEP_COLUMNS, network_row
 
 MAX_ROUNDS = 50  # the budget of every run: at most this many planting rounds (200 channels at 4 per step)
@@ -32,10 +34,12 @@ class Condition:
     cause: str  # the suspected cause of the shortfall it tests (the study protocol's list)
     changes: dict = field(default_factory=dict)  # grow_config changes: GrowConfig fields, or train_<field>
     widths: list[int] | None = None  # the initial network's widths (None: the run's `widths`)
+    teacher: dict = field(default_factory=dict)  # changes to the teacher's parameters, e.g. {"teacher_width": 128}
 
     def describe(self) -> str:
         """The changes in words, e.g. 'train_epochs=30' ('none' for the paper's search)."""
-        parts = [f"{k}={v}" for k, v in self.changes.items()] + ([f"initial={self.widths}"] if self.widths else [])
+        parts = ([f"{k}={v}" for k, v in self.changes.items()] + ([f"initial={self.widths}"] if self.widths else [])
+                 + [f"teacher {k}={v}" for k, v in self.teacher.items()])
         return ", ".join(parts) or "none"
 
 
@@ -47,8 +51,11 @@ CONDITIONS: list[Condition] = [
     Condition("T1-valkd", "selection by validation CE rejects T > 1", {"select": "val_kd"}),
     Condition("drop-per-param", "selection ignores parameter cost", {"select": "drop_per_param"}),
     Condition("initial-4", "little headroom", widths=[4] * 5),
+    Condition("teacher-aug", "little headroom: a teacher trained without augmentation", teacher={"augment": True}),
+    Condition("teacher-128", "little headroom: a [64] teacher no better than a [128] student",
+              teacher={"teacher_width": 128}),
     Condition("stop-split", "one validation split both chooses and stops", {"stop_split": True}),
-    Condition("train-head", "frozen classifier: fc1 and fc2 never adapt to the new channels", {"train_head": True}),
+    Condition("train-head", "frozen classifier: fc1 and fc2 never adapt to the new channels", {"finetune_head": True}),
     Condition("T2-valkd", "selection by validation CE rejects T > 1", {"train_T": 2.0, "select": "val_kd"}),
     Condition("T4-valkd", "selection by validation CE rejects T > 1", {"train_T": 4.0, "select": "val_kd"}),
     Condition("lr-0.01", "under-trained candidates", {"train_lr": 0.01}),
@@ -90,6 +97,14 @@ def condition_initial(folder: RunFolder, cond: Condition, seed: int) -> Path:
     if cond.widths is None:
         return folder.initial(seed)
     return folder.study_initial(cond.name, seed)
+
+
+def condition_teacher(folder: RunFolder, cond: Condition, params: dict) -> tuple[Path, list[int], TrainConfig]:
+    """The teacher a condition distils from: its checkpoint, widths and training (the run's own teacher unless
+    the condition changes it; then trained with those changes, in the condition's folder)."""
+    p = {**params, **cond.teacher}
+    path = folder.study_teacher(cond.name) if cond.teacher else folder.teacher
+    return path, [p["teacher_width"]] * 5, teacher_config(p)
 
 
 def sweep_row(cond: Condition, seed: int, result: GrowResult, settings: dict) -> dict:

@@ -71,11 +71,15 @@ def test_notebooks_start_from_published_checkpoints(smoke, tmp_path):
 def test_study_notebook_writes_sweep_and_verdicts(smoke, tmp_path):
     out = tmp_path / "study"
     shutil.copytree(smoke, out, ignore=shutil.ignore_patterns("notebooks", ".lock"))
-    run_batch("fashion-mnist", "smoke", {"conditions": ["paper", "epochs-3", "initial-4"], "seeds": [0, 1]}, out=out,
-              only=["06"])
+    conditions = ["paper", "epochs-3", "initial-4", "teacher-aug"]
+    run_batch("fashion-mnist", "smoke", {"conditions": conditions, "seeds": [0, 1]}, out=out, only=["06"])
     sweep, table = pd.read_csv(out / "sweep.csv"), pd.read_csv(out / "conditions.csv")
     assert list(table.columns) == pc.study.CONDITION_COLUMNS
-    assert list(table["condition"]) == ["paper", "epochs-3", "initial-4"] and (table["seeds"] == 2).all()
+    assert list(table["condition"]) == conditions and (table["seeds"] == 2).all()
+    teacher = pc.load_checkpoint(pc.RunFolder(out).study_teacher("teacher-aug"))  # the condition's own teacher
+    assert teacher.meta["settings"]["augment"] is True
+    grown = pc.load_checkpoint(pc.RunFolder.planted(pc.RunFolder(out).study("teacher-aug", 0)))
+    assert grown.meta["settings"]["teacher"] == pc.fingerprint(teacher)
     assert set(sweep["kind"]) == {"planting", "student"}
     assert sweep.loc[sweep["kind"] == "student", "seed"].nunique() == 2  # seed 1's students trained for the study
     recomputed = pc.study.conditions_table(sweep, pd.read_csv(out / "students.csv"))

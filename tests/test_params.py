@@ -99,3 +99,12 @@ def test_paper_profile_refuses_other_datasets():
         pc.profile_params("paper", "fashion-mnist")
     with pytest.raises(pc.PlantingError, match="unknown profile 'papr'"):
         pc.profile_params("papr", "cifar10")
+
+
+def test_no_search_field_looks_like_a_training_change():
+    """grow_config reads train_<field> as a change to the candidates' TrainConfig: a GrowConfig field with that
+    prefix could never be set through it."""
+    from dataclasses import fields
+    assert [f.name for f in fields(pc.GrowConfig) if f.name.startswith("train")] == ["train"]
+    cfg = pc.grow_config(pc.with_defaults({}), 0, finetune_head=True, stop_split=True, train_T=2.0)
+    assert (cfg.finetune_head, cfg.stop_split, cfg.train.T) == (True, True, 2.0)

@@ -147,4 +147,4 @@ def test_train_head_prefix_leaves_out_what_trains(net, layer):
 
 def test_train_head_with_finetune_old_is_refused():
     with pytest.raises(pc.PlantingError, match="finetune_old=True already trains every weight"):
-        pc.GrowConfig(finetune_old=True, train_head=True).check()
+        pc.GrowConfig(finetune_old=True, finetune_head=True).check()

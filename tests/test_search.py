@@ -160,7 +160,7 @@ def test_fit_trains_any_frozen_prefix_module_through_its_fast_path(data):
 
 
 def test_train_head_grows_with_frozen_convs_and_is_a_setting_of_its_own(data, teacher, initial, tmp_path):
-    res = pc.plant_and_save(initial, teacher, data, small_cfg(max_rounds=1, train_head=True), tmp_path / "head",
+    res = pc.plant_and_save(initial, teacher, data, small_cfg(max_rounds=1, finetune_head=True), tmp_path / "head",
                             progress=False)
     grown = res.model
     assert grown.widths != initial.widths
@@ -168,11 +168,11 @@ def test_train_head_grows_with_frozen_convs_and_is_a_setting_of_its_own(data, te
         assert torch.equal(grown.convs[i].weight[: conv.weight.shape[0], : conv.weight.shape[1]], conv.weight)
     assert not torch.equal(grown.fc2.weight, initial.fc2.weight)
     # the frozen-classifier run of the same folder is another setting: refused, not reused
-    with pytest.raises(pc.PlantingError, match="train_head"):
+    with pytest.raises(pc.PlantingError, match="finetune_head"):
         pc.plant_and_save(initial, teacher, data, small_cfg(max_rounds=1), tmp_path / "head", progress=False)
-    # a run at the default records no train_head, so runs saved before the field existed load as they were
+    # a run at the default records no finetune_head, so runs saved before the field existed load as they were
     plain = pc.plant_and_save(initial, teacher, data, small_cfg(max_rounds=1), tmp_path / "plain", progress=False)
-    assert "train_head" not in pc.load_checkpoint(tmp_path / "plain" / "planted.pt").meta["settings"]
+    assert "finetune_head" not in pc.load_checkpoint(tmp_path / "plain" / "planted.pt").meta["settings"]
     assert plain.history["chosen"].sum() == 2
 
 

@@ -63,3 +63,14 @@ def test_committed_verdicts_recompute_from_their_numbers(run):
         assert row["planted_acc_mean"] == pytest.approx(runs["test_acc"].mean())
     students = pd.read_csv(ROOT / "results" / run / "students.csv")
     pd.testing.assert_frame_equal(conditions_table(sweep_, students), table, check_dtype=False)
+
+
+def test_a_condition_that_changes_the_teacher_gets_its_own(tmp_path):
+    folder, params = pc.RunFolder(tmp_path), pc.with_defaults({"teacher_width": 16})
+    path, widths, cfg = pc.study.condition_teacher(folder, pc.study.BY_NAME["paper"], params)
+    assert (path, widths, cfg.augment) == (folder.teacher, [16] * 5, False)
+    path, widths, cfg = pc.study.condition_teacher(folder, pc.study.BY_NAME["teacher-128"], params)
+    assert (path, widths) == (folder.study_teacher("teacher-128"), [128] * 5)
+    path, widths, cfg = pc.study.condition_teacher(folder, pc.study.BY_NAME["teacher-aug"], params)
+    assert (widths, cfg.augment, cfg.loss) == ([16] * 5, True, "ce")
+    assert pc.study.BY_NAME["teacher-aug"].describe() == "teacher augment=True"
