@@ -147,11 +147,57 @@ def line(key: str, ours: float, theirs: float, unit: str, what: str, higher_is_b
     return ratio
 
 
-def our_round(data, teacher, initial, cfg) -> tuple[pc.GrowResult, float]:
+def our_round(data, teacher, initial, cfg, fused: str = "auto") -> tuple[pc.GrowResult, float]:
+    timed_sync = torch.cuda.synchronize if data.train.x.is_cuda else (lambda: None)
+    timed_sync()
     t0 = time.perf_counter()
-    res = pc.grow(initial, teacher, data, pc.GrowConfig(channels=CHANNELS, max_rounds=1, stop="fixed-rounds", train=cfg),
-                  progress=False)
+    res = pc.grow(initial, teacher, data, pc.GrowConfig(channels=CHANNELS, max_rounds=1, stop="fixed-rounds", train=cfg,
+                                                       fused=fused), progress=False)
+    timed_sync()
     return res, time.perf_counter() - t0
+
+
+def fit_throughput(data: pc.Data, width: int, steps: int) -> float:
+    """Images per second of fit() on [width]*5 at batch 128 (CE, one epoch of `steps` batches)."""
+    net = pc.PlainCNN([width] * 5, **data.model_kwargs())
+    sub = pc.Data(**{**data.__dict__, "train": pc.Split(data.train.x[:steps * 128], data.train.y[:steps * 128])})
+    cfg = pc.TrainConfig(epochs=1, batch_size=128, progress=False, eval_each_epoch=False)
+    pc.fit(net, sub, cfg)  # warm-up (allocator, cuDNN autotuning)
+    return steps * 128 / timed(lambda: pc.fit(net, sub, cfg))
+
+
+def graph_throughput(data: pc.Data, width: int, steps: int) -> float:
+    """Images per second of the same training step (forward, backward, SGD) captured once in a CUDA graph and
+    replayed: the bound when no kernel launch or host sync costs anything. CUDA only."""
+    net = pc.to_device(pc.PlainCNN([width] * 5, **data.model_kwargs()), data.train.x.device)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x, y = data.train.x[:128].clone(), data.train.y[:128].clone()  # static input buffers
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up outside the graph, as capture requires
+        for _ in range(3):
+            opt.zero_grad(set_to_none=True)
+            with pc.autocast(x.device):
+                F.cross_entropy(net(x).float(), y).backward()
+            opt.step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        with pc.autocast(x.device):
+            loss = F.cross_entropy(net(x).float(), y)
+        loss.backward()
+        opt.step()
+    order = torch.randperm(len(data.train), device=x.device)
+
+    def replay():
+        for i in range(steps):
+            idx = order[(i * 128) % (len(order) - 128):][:128]
+            x.copy_(data.train.x[idx])
+            y.copy_(data.train.y[idx])
+            graph.replay()
+    replay()
+    return steps * 128 / timed(replay)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -277,7 +323,22 @@ def main(argv: list[str] | None = None) -> None:
     peak = json.loads(mem.stdout.strip().splitlines()[-1])["peak_rss_mib"]
     print(f"memory: peak RSS of a process running one of our planting rounds on "
           f"{'these' if a.quick else 'all 54,000 Fashion-MNIST'} training images: {peak:,.0f} MiB")
+    # (f) one planting round, every candidate fused into one batched computation vs one at a time, same device
+    _, t_fused = our_round(data, teacher, initial, cfg, fused="on")
+    _, t_single = our_round(data, teacher, initial, cfg, fused="off")
+    fused_speedup = line("f", t_fused, t_single, "s", "one planting round, candidates fused vs one at a time",
+                         higher_is_better=False)
+    # (g) fit's throughput at batch 128 per width, against the same step replayed from a CUDA graph (no launches)
+    for width in (8, 16, 32, 64, 128):
+        eager = fit_throughput(data, width, steps)
+        if dev.type == "cuda":
+            line(f"g{width}", eager, graph_throughput(data, width, steps), "img/s",
+                 f"fit at batch 128, [{width}]*5, eager vs the step replayed from a CUDA graph")
+        else:
+            print(f"g{width}: fit at batch 128, [{width}]*5: {eager:,.0f} img/s (the CUDA-graph bound needs CUDA)",
+                  flush=True)
     print(f"planting_round_speedup={speedup:.2f}")
+    print(f"fused_round_speedup={fused_speedup:.2f}")
     if not same_layer or diff > 0.02:
         sys.exit("ERROR: the reference and planting_core disagree beyond tolerance (0.02): a bug in one of them")
 

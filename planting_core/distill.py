@@ -24,6 +24,21 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float
     return (1 - alpha) * kl + alpha * F.cross_entropy(student_logits.float(), labels)
 
 
+def kd_losses(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = 4.0,
+              labels: torch.Tensor | None = None, alpha: float = 0.0) -> torch.Tensor:
+    """kd_loss of C independent batches at once: logits (C, B, K), labels (C, B) -> (C,) losses."""
+    c, b, k = student_logits.shape
+    s = F.log_softmax(student_logits.float() / T, -1)
+    t = F.log_softmax(teacher_logits.float() / T, -1)
+    kl = F.kl_div(s, t, reduction="none", log_target=True).sum(-1).mean(-1) * (T * T)  # (C,)
+    if alpha == 0:
+        return kl
+    if labels is None:
+        raise ValueError("kd_losses with alpha > 0 mixes in cross-entropy and needs labels")
+    ce = F.cross_entropy(student_logits.float().reshape(c * b, k), labels.reshape(-1), reduction="none")
+    return (1 - alpha) * kl + alpha * ce.view(c, b).mean(-1)
+
+
 def ce_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Plain cross-entropy on labels (the baselines' loss), batch mean."""
     return F.cross_entropy(student_logits.float(), labels)

@@ -169,6 +169,9 @@ _TABLE = [
           *registry("stopping", "STOP_RULES")),
     Param("finetune_old", False, "ablation: candidates train every weight, not only the planted ones",
           "True or False", is_bool),
+    Param("fused", "auto", "planting: train a round's candidates together in one batched computation ('auto': on "
+          "CUDA only, where it is faster; 'on'; 'off'); results equal one at a time up to float rounding",
+          "one of auto, on, off", lambda v: v in ("auto", "on", "off")),
     Param("stop_split", False, "study: the winner is chosen on one half of the validation images and kept only if "
           "it lowers the loss on the other half", "True or False", is_bool),
     Param("finetune_head", False, "study: candidates also train fc1 and fc2 (the convolutions' old weights stay "

@@ -22,6 +22,7 @@ from .distill import teacher_logits
 from .errors import NonFiniteLossError, PlantingError
 from .models import PlainCNN, count_parameters
 from .params import DEFAULTS, check_value, default
+from .fused import fit_fused, use_fused
 from .planting import merge, train_head
 from .proposals import PROPOSALS, Candidate
 from .selection import SELECTIONS
@@ -48,6 +49,7 @@ class GrowConfig:
     finetune_old: bool = default("finetune_old")  # ablation: train every weight, not only the planted ones
     finetune_head: bool = default("finetune_head")  # study: fc1 and fc2 train with the planted channels (convs frozen)
     stop_split: bool = default("stop_split")  # study: one half of the validation split chooses, the other stops
+    fused: str = default("fused")  # candidates trained together: "auto" (on CUDA), "on" or "off"; speed only
     train: TrainConfig = field(default_factory=planting_train_config)
 
     def check(self) -> "GrowConfig":
@@ -86,9 +88,14 @@ FAILED = {"loss": NAN, "acc": NAN, "kd": NAN}
 LATER_FIELDS = {"finetune_head": False, "stop_split": False}
 
 
+SPEED_FIELDS = {"fused"}  # change how fast a run goes, not what it learns (beyond float rounding): not recorded
+
+
 def settings_record(cfg: GrowConfig) -> dict:
-    """The search's settings as a saved run records them: asdict(cfg), less later fields left at their default."""
-    return {k: v for k, v in asdict(cfg).items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+    """The search's settings as a saved run records them: asdict(cfg), less later fields left at their default
+    and speed switches."""
+    return {k: v for k, v in asdict(cfg).items()
+            if k not in SPEED_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
 def history_row(rnd: int, layer: int | None, net: PlainCNN, val: dict, seconds: float, status: str = "ok") -> dict:
@@ -137,28 +144,46 @@ class CandidateTrainer:
         return {**choose, "stop_loss": stop["loss"]}
 
     def train(self, current: PlainCNN, candidates: list[Candidate], rnd: int) -> Iterator[tuple[str, dict]]:
-        """Train each candidate; yields (key, {"row": history row, "net": packed network or None}) one by one."""
+        """Train each candidate; yields (key, {"row": history row, "net": packed network or None}) one by one
+        (fused: all of them after one batched training, see fused.py)."""
+        built = []  # (candidate, its seed, its network) of those within max_params
         for cand in candidates:
-            t0 = time.perf_counter()
             seed = self.tcfg.seed * 1_000_003 + rnd * 101 + cand.layer  # each candidate seeded on its own: resumable
             torch.manual_seed(seed)
             net = cand.build(current, self.cfg.init, torch.Generator().manual_seed(seed))
             if self.cfg.max_params is not None and count_parameters(net) > self.cfg.max_params:
                 yield cand.key, {"row": history_row(rnd, cand.layer, net, FAILED, 0.0, "over max_params"), "net": None}
                 continue
-            if self.cfg.finetune_old:
-                net = merge(net)
-            elif self.cfg.finetune_head:
-                net = train_head(net)
+            built.append((cand, seed, merge(net) if self.cfg.finetune_old else
+                          train_head(net) if self.cfg.finetune_head else net))
+        plain = not (self.cfg.finetune_old or self.cfg.finetune_head)
+        if plain and use_fused(self.cfg.fused, self.data.train.x.device, len(built), self.tcfg):
+            t0 = time.perf_counter()
+            finite = fit_fused([net for _, _, net in built], self.data,
+                               [replace(self.tcfg, seed=seed) for _, seed, _ in built], self.targets)
+            seconds = (time.perf_counter() - t0) / len(built)  # the batched training's time, shared out
+            for (cand, _, net), ok in zip(built, finite):
+                yield cand.key, self._outcome(rnd, cand, net, ok, seconds)
+            return
+        for cand, seed, net in built:
+            t0 = time.perf_counter()
             try:
                 fit(net, self.data, replace(self.tcfg, seed=seed), teacher=self.teacher, targets=self.targets,
                     desc=f"round {rnd} {cand.key}")
-                val = self.validate(net)
-                status = "ok" if all(math.isfinite(v) for v in val.values()) else "diverged"
+                ok = True
             except NonFiniteLossError:  # this candidate is dropped and reported; the others go on
-                val, status = FAILED, "diverged"
-            row = history_row(rnd, cand.layer, net, val if status == "ok" else FAILED, time.perf_counter() - t0, status)
-            yield cand.key, {"row": row, "net": pack(merge(net)) if status == "ok" else None}
+                ok = False
+            yield cand.key, self._outcome(rnd, cand, net, ok, time.perf_counter() - t0)
+
+    def _outcome(self, rnd: int, cand: Candidate, net: PlainCNN, trained: bool, train_seconds: float) -> dict:
+        """A trained candidate's history row (validated here; its seconds: training plus validation) and packed
+        network; no network if its loss diverged."""
+        t0 = time.perf_counter()
+        val = self.validate(net) if trained else FAILED
+        status = "ok" if trained and all(math.isfinite(v) for v in val.values()) else "diverged"
+        seconds = train_seconds + time.perf_counter() - t0
+        row = history_row(rnd, cand.layer, net, val if status == "ok" else FAILED, seconds, status)
+        return {"row": row, "net": pack(merge(net)) if status == "ok" else None}
 
 
 def no_winner_reason(rows: list[dict], cfg: GrowConfig) -> str:

@@ -123,6 +123,19 @@ def _prefix_cache(model: FrozenPrefix, x: torch.Tensor, cfg: TrainConfig) -> tup
     return tuple(torch.cat(p) for p in zip(*parts))
 
 
+def lr_schedule(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """The learning rate's factor at step s (0-based, one step per batch): linear warm-up over cfg.warmup
+    epochs, then cosine to 0 at the last step."""
+    n_steps = steps_per_epoch * cfg.epochs
+    warm = min(cfg.warmup * steps_per_epoch, n_steps)
+
+    def factor(s: int) -> float:
+        if s < warm:
+            return (s + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(s - warm, n_steps - warm) / max(n_steps - warm, 1)))
+    return factor
+
+
 def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | None = None,
         targets: torch.Tensor | None = None, checkpoint: str | Path | None = None, desc: str = "train",
         data_parallel: bool = False, penalty: Callable[[nn.Module], torch.Tensor] | None = None) -> list[dict]:
@@ -152,13 +165,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
         raise PlantingError("this network has no trainable parameters")
     steps = math.ceil(len(data.train) / cfg.batch_size)
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    n_steps, warm = steps * cfg.epochs, min(cfg.warmup * steps, steps * cfg.epochs)
-
-    def lr_factor(s: int) -> float:  # linear warm-up, then cosine to 0; stepped once per batch
-        if s < warm:
-            return (s + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * min(s - warm, n_steps - warm) / max(n_steps - warm, 1)))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(cfg, steps))
     history: list[dict] = []
     first = 0
     if checkpoint is not None and Path(checkpoint).exists():

@@ -38,3 +38,14 @@ def test_cached_teacher_logits_equal_live_ones(data, teacher):
         for i in range(0, len(data.train), 32):  # batches of another size, as training takes them
             assert torch.allclose(cached[i:i + 32], teacher(data.train.x[i:i + 32]), atol=1e-5)
     assert cached.shape == (len(data.train), data.num_classes)
+
+
+def test_kd_losses_are_kd_loss_of_each_batch():
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(3, 8, 5, generator=g), torch.randn(3, 8, 5, generator=g)
+    y = torch.randint(0, 5, (3, 8), generator=g)
+    for alpha in (0.0, 0.3):
+        many = pc.kd_losses(s, t, 2.0, y, alpha)
+        assert many.shape == (3,)
+        for c in range(3):
+            assert torch.allclose(many[c], pc.kd_loss(s[c], t[c], 2.0, y[c], alpha), atol=1e-6)
