@@ -32,6 +32,12 @@ BOOK_RUNS: dict[str, tuple[str, str, dict, list[str] | None]] = {
                          ["00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10"]),
     # all 54,000 training images: 3 seeds up to [32] (1 for [64]), 3 epochs per candidate, at most 10 rounds,
     # ablations of 2 rounds; no performance appendix (it is the same machine)
+    # 1,000 training images (500 for validation, as on 5,000): chapters 1-3 and the study, more headroom;
+    # students up to [64] (the [128] checkpoints would add 18 MB to the repository)
+    "fashion-mnist-1k": ("fashion-mnist", "full", {"subset": 1000, "val_size": 500, "seeds": [0, 1, 2],
+                                                   "student_widths": [8, 16, 32, 64],
+                                                   "conditions": ["paper", "finetune-old"]},
+                         ["01", "02", "03", "06"]),
     # the study (06) grows its conditions to their own stop (at most 50 rounds), in its own folders
     "fashion-mnist-full": ("fashion-mnist", "full", {"subset": None, "plant_epochs": 3, "max_rounds": 10,
                                                      "student_widths": [8, 16, 32, 64], "single_seed_from": 64,
@@ -42,7 +48,8 @@ BOOK_RUNS: dict[str, tuple[str, str, dict, list[str] | None]] = {
 
 
 # how each run's pages say which regime they show, after the notebook's own title
-REGIME = {"fashion-mnist-5k": "5,000 images", "fashion-mnist-full": "all training images"}
+REGIME = {"fashion-mnist-5k": "5,000 images", "fashion-mnist-1k": "1,000 images",
+          "fashion-mnist-full": "all training images"}
 
 
 def present(run: str) -> None:
