@@ -47,7 +47,7 @@ def test_the_chosen_pair_has_the_lowest_validation_joint_loss(data, teacher):
         torch.manual_seed(0)
         return pc.PlainCNN([4] * 5, **data.model_kwargs())
     guided, pairs = choose_pair(teacher, fresh, data, CFG, guide_epochs=1, hint_weight=0.5)
-    assert list(pairs.columns) == ["teacher_layer", "student_layer", "val_joint_loss"] and len(pairs) == 11
+    assert list(pairs.columns) == ["teacher_layer", "student_layer", "val_joint_loss", "seconds"] and len(pairs) == 11
     best = pairs.loc[pairs["val_joint_loss"].idxmin()]
     assert (guided.t + 1, guided.s + 1) == (best["teacher_layer"], best["student_layer"])
     assert joint_loss(guided, data, 0.5) == pytest.approx(best["val_joint_loss"], rel=1e-5)
