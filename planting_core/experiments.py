@@ -118,6 +118,10 @@ def plant_and_save(initial: PlainCNN, teacher: PlainCNN, data: Data, cfg: GrowCo
                            what="grown")
         rounds = saved.meta.get("max_rounds")
         capped = str(saved.meta.get("stop_reason", "")).startswith("reached max_rounds")
+        kept = int(read_history(history).query("chosen")["round"].max())
+        if cfg.max_rounds is not None and kept > cfg.max_rounds:
+            raise PlantingError(f"{out_dir} kept {kept} rounds, more than max_rounds={cfg.max_rounds}: it was grown "
+                                f"with a larger budget; use another run folder, or delete {out_dir} to grow it again")
         if not capped or rounds == cfg.max_rounds:
             return GrowResult(saved, read_history(history), saved.meta["stop_reason"])
     out_dir.mkdir(parents=True, exist_ok=True)

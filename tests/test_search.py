@@ -193,3 +193,10 @@ def test_stop_split_chooses_on_one_half_and_stops_on_the_other(data, teacher, in
         assert bool(winner["chosen"]) == (rnd in set(kept["round"]))
     if "stopped falling" in res.stop_reason:
         assert "stop_loss" in res.stop_reason
+
+
+def test_a_finished_run_longer_than_the_budget_is_refused(data, teacher, initial, tmp_path):
+    pc.plant_and_save(initial, teacher, data, small_cfg(max_rounds=2, stop="fixed-rounds"), tmp_path, progress=False)
+    with pytest.raises(pc.PlantingError, match="kept 2 rounds, more than max_rounds=1"):
+        pc.plant_and_save(initial, teacher, data, small_cfg(max_rounds=1, stop="fixed-rounds"), tmp_path,
+                          progress=False)
