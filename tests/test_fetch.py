@@ -105,8 +105,9 @@ def test_checkpoint_url_parameter_is_checked():
 
 
 def test_book_runs_publish_a_manifest_that_matches_their_files():
+    from tools.book import BOOK_RUNS
     root = Path(__file__).resolve().parents[1] / "results"
-    for run in sorted(p for p in root.iterdir() if p.is_dir()):
+    for run in (root / name for name in BOOK_RUNS):  # a run folder still growing is not published yet
         manifest = json.loads((run / MANIFEST).read_text())
         assert sorted(manifest["files"]) == pc.fetch.published_files(run), run
         for rel, digest in manifest["files"].items():
