@@ -22,6 +22,15 @@ def plot_search(history: pd.DataFrame, ax: plt.Axes | None = None) -> plt.Axes:
     return ax
 
 
+def log_params_axis(ax: plt.Axes) -> None:
+    """A log x axis of parameter counts, labelled 10K, 20K, 50K, 100K, ... (minor ticks unlabelled)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}K" if v >= 1000 else f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())  # labels on minor ticks overprinted each other
+
+
 def plot_accuracy_vs_params(points: pd.DataFrame, ax: plt.Axes | None = None) -> plt.Axes:
     """Test accuracy against parameter count (log axis).
 
@@ -29,7 +38,6 @@ def plot_accuracy_vs_params(points: pd.DataFrame, ax: plt.Axes | None = None) ->
     starting with "student") are one line per model, mean ± std over seeds; every other model (planting
     rounds) is one line per seed, and rows with final=True (the grown networks) are starred.
     """
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     ax = ax or plt.subplots(figsize=(6.5, 3.8))[1]
     points = points.assign(acc=points["test_acc"] * 100)
     students = points["model"].str.startswith("student")
@@ -47,10 +55,7 @@ def plot_accuracy_vs_params(points: pd.DataFrame, ax: plt.Axes | None = None) ->
             ax.scatter(ends["params"], ends["acc"], marker="*", s=160, color=palette[model], edgecolors="k",
                        zorder=3, label="grown network" if first and model == points.loc[~students, "model"].iloc[0]
                        else None)
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))  # 10K, 20K, 50K, 100K, ...
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}K" if v >= 1000 else f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())  # minor ticks unlabelled: labels overprinted each other
+    log_params_axis(ax)
     ax.set(xlabel="parameters (log scale)", ylabel="test accuracy (%)", title="Accuracy against size")
     ax.legend(fontsize=8)
     return ax
@@ -105,7 +110,6 @@ def plot_planting_diagram(widths: list[int], layer: int, channels: int, ax: plt.
 def plot_comparison(table: pd.DataFrame, ax: plt.Axes | None = None) -> plt.Axes:
     """Every method's networks (comparison.comparison_table: mean ± std over seeds) by test accuracy against
     parameter count (log axis): students as lines, every other method as points with error bars."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     ax = ax or plt.subplots(figsize=(8, 4.6))[1]
     methods = list(table["method"].unique())
     palette = dict(zip(methods, sns.color_palette("tab10", n_colors=len(methods))))
@@ -115,10 +119,7 @@ def plot_comparison(table: pd.DataFrame, ax: plt.Axes | None = None) -> plt.Axes
         line = "-" if method.startswith("student") else "none"
         ax.errorbar(part["params"], part["acc"] * 100, yerr=part["acc_std"].fillna(0) * 100, ls=line,
                     marker=markers[method], ms=6, capsize=2, color=palette[method], label=method, alpha=0.85)
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}K" if v >= 1000 else f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    log_params_axis(ax)
     ax.set(xlabel="parameters (log scale)", ylabel="test accuracy (%), mean ± std over seeds",
            title="Every method: accuracy against size")
     ax.legend(fontsize=8, loc="lower right")
