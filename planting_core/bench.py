@@ -3,7 +3,10 @@
     python -m planting_core.bench [--quick] [--device cpu|cuda]
 
 Prints one line per comparison (a-e) with both figures and their ratio, the peak memory of one of our
-planting rounds on the data used, and last `planting_round_speedup=<x>` for (d).
+planting rounds on the data used, (f) one planting round with its candidates fused vs one at a time, (g) fit's
+throughput per width with static steps (replayed from a CUDA graph on CUDA) vs eager steps, (h, CUDA only) the
+bare graph replay vs fit with graph steps; last `planting_round_speedup=<x>` for (d) and
+`fused_round_speedup=<y>` for (f).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from torch.utils.data import DataLoader, Sampler, Subset
 from torchvision import datasets, transforms
 
 import planting_core as pc
+from planting_core.graphstep import StaticStep, optimizer_momenta
 
 CHANNELS = 4
 
@@ -157,45 +161,33 @@ def our_round(data, teacher, initial, cfg, fused: str = "auto") -> tuple[pc.Grow
     return res, time.perf_counter() - t0
 
 
-def fit_throughput(data: pc.Data, width: int, steps: int) -> float:
+def fit_throughput(data: pc.Data, width: int, steps: int, cuda_graph: str = "off") -> float:
     """Images per second of fit() on [width]*5 at batch 128 (CE, one epoch of `steps` batches)."""
     net = pc.PlainCNN([width] * 5, **data.model_kwargs())
     sub = pc.Data(**{**data.__dict__, "train": pc.Split(data.train.x[:steps * 128], data.train.y[:steps * 128])})
-    cfg = pc.TrainConfig(epochs=1, batch_size=128, progress=False, eval_each_epoch=False)
+    cfg = pc.TrainConfig(epochs=1, batch_size=128, progress=False, eval_each_epoch=False, cuda_graph=cuda_graph)
     pc.fit(net, sub, cfg)  # warm-up (allocator, cuDNN autotuning)
     return steps * 128 / timed(lambda: pc.fit(net, sub, cfg))
 
 
 def graph_throughput(data: pc.Data, width: int, steps: int) -> float:
-    """Images per second of the same training step (forward, backward, SGD) captured once in a CUDA graph and
-    replayed: the bound when no kernel launch or host sync costs anything. CUDA only."""
+    """Images per second of fit's training step (forward, backward, SGD) captured once in a CUDA graph and
+    replayed with nothing else around it (no schedule, progress or epoch bookkeeping): the launch-free bound."""
     net = pc.to_device(pc.PlainCNN([width] * 5, **data.model_kwargs()), data.train.x.device)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    x, y = data.train.x[:128].clone(), data.train.y[:128].clone()  # static input buffers
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up outside the graph, as capture requires
-        for _ in range(3):
-            opt.zero_grad(set_to_none=True)
-            with pc.autocast(x.device):
-                F.cross_entropy(net(x).float(), y).backward()
-            opt.step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    opt.zero_grad(set_to_none=True)
-    with torch.cuda.graph(graph):
-        with pc.autocast(x.device):
-            loss = F.cross_entropy(net(x).float(), y)
-        loss.backward()
-        opt.step()
-    order = torch.randperm(len(data.train), device=x.device)
+
+    def loss_of(inputs, y, t):
+        with pc.autocast(y.device, cache=False):
+            loss = F.cross_entropy(net(*inputs).float(), y)
+        return loss, loss
+    step = StaticStep(loss_of, list(net.parameters()), optimizer_momenta(opt), 0.9, 5e-4,
+                      capture=data.train.x.device.type == "cuda")
+    order = torch.randperm(len(data.train), device=data.train.x.device)
 
     def replay():
         for i in range(steps):
             idx = order[(i * 128) % (len(order) - 128):][:128]
-            x.copy_(data.train.x[idx])
-            y.copy_(data.train.y[idx])
-            graph.replay()
+            step((data.train.x[idx],), data.train.y[idx], None, 0.01)
     replay()
     return steps * 128 / timed(replay)
 
@@ -328,15 +320,16 @@ def main(argv: list[str] | None = None) -> None:
     _, t_single = our_round(data, teacher, initial, cfg, fused="off")
     fused_speedup = line("f", t_fused, t_single, "s", "one planting round, candidates fused vs one at a time",
                          higher_is_better=False)
-    # (g) fit's throughput at batch 128 per width, against the same step replayed from a CUDA graph (no launches)
+    # (g) fit's throughput at batch 128 per width: eager steps vs static steps (replayed from a CUDA graph on CUDA;
+    # the same step run eagerly elsewhere), and on CUDA the bare replay of that graph (the launch-free bound)
     for width in (8, 16, 32, 64, 128):
-        eager = fit_throughput(data, width, steps)
+        eager = fit_throughput(data, width, steps, "off")
+        static = fit_throughput(data, width, steps, "on")
+        kind = "replayed from a CUDA graph" if dev.type == "cuda" else "static, run eagerly (no CUDA)"
+        line(f"g{width}", static, eager, "img/s", f"fit at batch 128, [{width}]*5, steps {kind} vs eager steps")
         if dev.type == "cuda":
-            line(f"g{width}", eager, graph_throughput(data, width, steps), "img/s",
-                 f"fit at batch 128, [{width}]*5, eager vs the step replayed from a CUDA graph")
-        else:
-            print(f"g{width}: fit at batch 128, [{width}]*5: {eager:,.0f} img/s (the CUDA-graph bound needs CUDA)",
-                  flush=True)
+            line(f"h{width}", graph_throughput(data, width, steps), static, "img/s",
+                 f"the bare graph replay (launch-free bound) vs fit with graph steps, [{width}]*5")
     print(f"planting_round_speedup={speedup:.2f}")
     print(f"fused_round_speedup={fused_speedup:.2f}")
     if not same_layer or diff > 0.02:

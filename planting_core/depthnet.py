@@ -5,7 +5,9 @@ attention between same-resolution features.
 
 Choices the source leaves open, made here (the comparison chapter lists them):
 - heads: the full network (k = 5) keeps the plain CNN's fc1/fc2; a sub-network of depth k < 5 gets its own
-  fc1/fc2 (128 hidden units, as everywhere in this book) on block k's output, flattened;
+  fc1/fc2 (128 hidden units, as everywhere in this book) on block k's output max-pooled to the full network's
+  final side and flattened, so that a shallower sub-network is also a smaller one (its head reads as many
+  positions as the full network's fc1; unpooled, a depth-3 head on 8x8 maps outweighed the whole network);
 - losses: cross-entropy on the labels for the full network; for each shallower sub-network, T^2 x KL from the
   full network's softened posteriors (held fixed, as a teacher) plus `attention_weight` x the attention transfer
   loss between its last block's output and the deepest block of the full network with the same spatial size
@@ -40,10 +42,10 @@ class DepthNet(nn.Module):
         super().__init__()
         self.full = PlainCNN(widths, **model_kwargs)
         self.depths, self.T, self.attention_weight = tuple(sorted(depths)), T, attention_weight
-        sides = block_sides(self.full)
-        self.heads = nn.ModuleDict({str(k): nn.Sequential(
-            nn.Flatten(), nn.Linear(self.full.widths[k - 1] * sides[k - 1] ** 2, self.full.hidden), nn.ReLU(),
-            nn.Linear(self.full.hidden, self.full.num_classes)) for k in self.depths if k < NUM_CONVS})
+        sides, side = block_sides(self.full), self.full.side
+        self.heads = nn.ModuleDict({str(k): nn.Sequential(  # (B, C_k, H_k, W_k) -> (B, C_k, side, side) -> logits
+            nn.AdaptiveMaxPool2d(side), nn.Flatten(), nn.Linear(self.full.widths[k - 1] * side ** 2, self.full.hidden),
+            nn.ReLU(), nn.Linear(self.full.hidden, self.full.num_classes)) for k in self.depths if k < NUM_CONVS})
         # the deepest block with the same spatial size as block k (0-based), for attention transfer
         self.partner = {k: max(j for j in range(NUM_CONVS) if sides[j] == sides[k - 1]) for k in self.depths}
         self.embedded = torch.zeros(())

@@ -44,8 +44,9 @@ def to_device(model: nn.Module, device: torch.device | str) -> nn.Module:
     return model.to(device, memory_format=torch.channels_last)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; nothing elsewhere (CPU bf16 is slower for these small convs)."""
+def autocast(device: torch.device, cache: bool = True):
+    """bf16 autocast on CUDA; nothing elsewhere (CPU bf16 is slower for these small convs). Inside a CUDA graph
+    capture, `cache` must be False (autocast's weight-cast cache does not survive capture)."""
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache)
     return contextlib.nullcontext()

@@ -23,8 +23,8 @@ from .runfolder import RunFolder
 from .search import LATER_FIELDS, GrowConfig, GrowResult, grow, settings_record
 from .train import TrainConfig, evaluate, fit
 
-# TrainConfig fields that do not change what is learnt (progress bars, evaluation batch size, caching)
-NOT_LEARNING = {"progress", "eval_batch_size", "eval_each_epoch", "cache_frozen", "cache_bytes"}
+# TrainConfig fields that do not change what is learnt (progress bars, evaluation batch size, caching, graphs)
+NOT_LEARNING = {"progress", "eval_batch_size", "eval_each_epoch", "cache_frozen", "cache_bytes", "cuda_graph"}
 
 
 def training_settings(cfg: TrainConfig) -> dict:

@@ -20,6 +20,7 @@ from torch.func import functional_call, vmap
 
 from .data import Data
 from .device import autocast
+from .graphstep import sgd_update
 from .distill import kd_losses
 from .models import NUM_CONVS, PlainCNN
 from .planting import PlantedCNN, PlantedLayer, merge
@@ -132,11 +133,9 @@ def fit_fused(nets: list[PlantedCNN], data: Data, cfgs: list[TrainConfig], targe
                 p.grad = None
             losses.sum().backward()  # candidates are independent: each gets its own loss's gradient
             lr = cfg.lr * factor(step)
-            with torch.no_grad():  # torch.optim.SGD's update (weight decay, then momentum), on the new weights only
-                for name, p in stacked.items():
-                    g = (p.grad + cfg.weight_decay * p) * masks[name]
-                    momentum[name].mul_(cfg.momentum).add_(g)
-                    p.sub_(lr * momentum[name])
+            names = list(stacked)  # torch.optim.SGD's update (weight decay, then momentum), on the new weights only
+            sgd_update([stacked[n] for n in names], [stacked[n].grad for n in names], [momentum[n] for n in names],
+                       lr, cfg.momentum, cfg.weight_decay, [masks[n] for n in names])
             total += losses.detach() * idx.shape[1]
             step += 1
         finite &= torch.isfinite(total)

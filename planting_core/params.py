@@ -143,6 +143,10 @@ _TABLE = [
           is_bool),
     Param("cache_bytes", 2 ** 30, "...if it fits in this many bytes; else it is recomputed per batch",
           "a non-negative integer", int_in(0, 2 ** 62)),
+    Param("cuda_graph", "auto", "training: each full batch's step (forward, backward, SGD) replayed from a CUDA "
+          "graph ('auto': on CUDA, for fits long enough to repay the capture; 'on': always, off CUDA as the same static "
+          "step run eagerly; 'off': plain eager steps); results equal eager steps up to float rounding",
+          "one of auto, on, off", lambda v: v in ("auto", "on", "off")),
     Param("eval_each_epoch", True, "validate after every epoch (else only after the last one)", "True or False",
           is_bool),
     # planting

@@ -22,6 +22,7 @@ from .data import Data, Split, augment, batches
 from .device import autocast, to_device
 from .distill import ce_loss, kd_loss, teacher_logits
 from .errors import NonFiniteLossError, PlantingError
+from .graphstep import StaticStep, optimizer_momenta, use_graph
 from .params import DEFAULTS, check_value, default
 
 LOSSES = ("ce", "kd")
@@ -47,6 +48,7 @@ class TrainConfig:
     eval_batch_size: int = default("eval_batch_size")  # images per forward pass when evaluating
     cache_frozen: bool = default("cache_frozen")  # frozen prefix computed once, not every epoch (no augmentation)
     cache_bytes: int = default("cache_bytes")  # ...if it fits in this many bytes; else recomputed per batch
+    cuda_graph: str = default("cuda_graph")  # full batches' steps replayed from a CUDA graph: "auto", "on", "off"
     progress: bool = default("progress")  # tqdm progress bar
     eval_each_epoch: bool = default("eval_each_epoch")  # validate after every epoch (else only after the last)
 
@@ -123,6 +125,12 @@ def _prefix_cache(model: FrozenPrefix, x: torch.Tensor, cfg: TrainConfig) -> tup
     return tuple(torch.cat(p) for p in zip(*parts))
 
 
+def resume_record(cfg: TrainConfig) -> dict:
+    """The settings a training state is saved with and must match to resume: every field but the speed switch
+    cuda_graph (added later: states saved before it still resume), progress bars always recorded as on."""
+    return {k: v for k, v in asdict(replace(cfg, progress=True)).items() if k != "cuda_graph"}
+
+
 def lr_schedule(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     """The learning rate's factor at step s (0-based, one step per batch): linear warm-up over cfg.warmup
     epochs, then cosine to 0 at the last step."""
@@ -170,7 +178,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
     first = 0
     if checkpoint is not None and Path(checkpoint).exists():
         state = safe_load(checkpoint, "training state")
-        if state.get("config") != asdict(replace(cfg, progress=True)):
+        if state.get("config") != resume_record(cfg):
             raise PlantingError(f"{checkpoint}: this training state was written with other settings; "
                                 f"delete it to start over, or use the settings it was made with")
         model.load_state_dict(state["model"])
@@ -186,6 +194,17 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
     parallel = data_parallel and distributed.active() and not split
     net = distributed.wrap(model) if parallel else model
     regularise = penalty or (lambda m: 0.0)
+    static = None  # the static step (graphstep.py): full batches replayed from a CUDA graph
+    if not parallel and use_graph(cfg.cuda_graph, dev, (n_train // cfg.batch_size) * (cfg.epochs - first)):
+        forward = model.forward_from_prefix if split else model
+
+        def loss_of(inputs, yb, tb):  # (B, ...) inputs -> (objective with the penalty, the batch's loss)
+            with autocast(dev, cache=dev.type != "cuda"):
+                logits = forward(*inputs)  # (B, K)
+                loss = kd_loss(logits, tb, cfg.T, yb, cfg.alpha) if cfg.loss == "kd" else ce_loss(logits, yb)
+            return loss + regularise(model), loss
+        static = StaticStep(loss_of, params, optimizer_momenta(opt), cfg.momentum, cfg.weight_decay,
+                            capture=dev.type == "cuda")
     bar = tqdm(total=steps * (cfg.epochs - first), desc=desc, disable=not cfg.progress, leave=False)
     for epoch in range(first, cfg.epochs):
         t0 = time.perf_counter()
@@ -199,12 +218,24 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
             if parallel:  # this process's share: every N-th image from its rank, (B / processes, ...)
                 idx, xb, yb = (distributed.my_share(t) for t in (idx, xb, yb))
             with autocast(dev):
+                tb = None
                 if cfg.loss == "kd":
                     if targets is not None:
                         tb = targets[idx]
                     else:
                         with torch.no_grad():
                             tb = teacher(xb)  # live teacher on the same augmented view
+            if static is not None and batch == cfg.batch_size:  # a full batch: the static (CUDA graph) step
+                with torch.no_grad(), autocast(dev):
+                    inputs = (tuple(c[idx] for c in cache) if cache is not None else
+                              model.frozen_prefix(xb) if split else (xb,))
+                total += static(inputs, yb, tb, opt.param_groups[0]["lr"]) * batch
+                with warnings.catch_warnings():  # the static step updates through sgd_update, not opt.step()
+                    warnings.simplefilter("ignore", UserWarning)
+                    sched.step()
+                bar.update(1)
+                continue
+            with autocast(dev):
                 if cache is not None:
                     logits = model.forward_from_prefix(*(c[idx] for c in cache))  # (B, K)
                 elif split:
@@ -234,7 +265,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
                             seconds=time.perf_counter() - t0))
         bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val['acc']:.3f}")
         if checkpoint is not None:
-            atomic_save({"config": asdict(replace(cfg, progress=True)), "model": model.state_dict(),
+            atomic_save({"config": resume_record(cfg), "model": model.state_dict(),
                          "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
                          "history": history}, checkpoint)
     bar.close()
