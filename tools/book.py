@@ -25,12 +25,13 @@ BOOK_RUNS: dict[str, tuple[str, str, dict, list[str] | None]] = {
     # the study (06) shows the conditions whose three seeds have finished (the others resume in later sessions)
     # the compared methods (07-09) tune their one setting on the first seed's validation loss (three values each);
     # projection guides [8] and [16] only (11 layer pairs x 3 guided epochs each is the costliest method here)
-    "fashion-mnist-5k": ("fashion-mnist", "full", {"subset": 5000, "seeds": [0, 1, 2],
+    # the [128] students: the first seed only (three seeds' checkpoints would add 18 MB to the repository)
+    "fashion-mnist-5k": ("fashion-mnist", "full", {"subset": 5000, "seeds": [0, 1, 2], "single_seed_from": 128,
                                                    "conditions": ["paper", "finetune-old", "epochs-3", "drop-per-param",
                                                                   "lr-0.01", "lr-0.1", "initial-4", "train-head"],
-                                                   "sparsity": [1e-5, 1e-4, 1e-3], "ddnn_T": [1.0, 2.0, 4.0]},
-                         # with 08: "hint_weight": [0.1, 1.0, 10.0], "project_widths": [8, 16]
-                         ["00", "01", "02", "03", "04", "05", "06", "07", "09"]),  # 08 and 10 once projection has finished
+                                                   "sparsity": [1e-5, 1e-4, 1e-3], "ddnn_T": [1.0, 2.0, 4.0],
+                                                   "hint_weight": [0.1, 1.0, 10.0], "project_widths": [8, 16]},
+                         ["00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10"]),
     # all 54,000 training images: 3 seeds up to [32] (1 for [64]), 3 epochs per candidate, at most 10 rounds,
     # ablations of 2 rounds; no performance appendix (it is the same machine)
     # the study (06) grows its conditions to their own stop (at most 50 rounds), in its own folders
