@@ -21,10 +21,10 @@ from .models import PlainCNN
 from .report import SUMMARY_COLUMNS, result_row
 from .runfolder import RunFolder
 from .search import LATER_FIELDS, GrowConfig, GrowResult, grow, settings_record
-from .train import TrainConfig, evaluate, fit
+from .train import TRAIN_SPEED_FIELDS, TrainConfig, evaluate, fit
 
 # TrainConfig fields that do not change what is learnt (progress bars, evaluation batch size, caching, graphs)
-NOT_LEARNING = {"progress", "eval_batch_size", "eval_each_epoch", "cache_frozen", "cache_bytes", "cuda_graph"}
+NOT_LEARNING = {"progress", "eval_batch_size", "eval_each_epoch", "cache_frozen", "cache_bytes", *TRAIN_SPEED_FIELDS}
 
 
 def training_settings(cfg: TrainConfig) -> dict:

@@ -27,7 +27,7 @@ from .planting import merge, train_head
 from .proposals import PROPOSALS, Candidate
 from .selection import SELECTIONS
 from .stopping import STOP_RULES
-from .train import TrainConfig, check_pair, evaluate, fit
+from .train import TRAIN_SPEED_FIELDS, TrainConfig, check_pair, evaluate, fit
 
 
 def planting_train_config() -> TrainConfig:
@@ -94,8 +94,10 @@ SPEED_FIELDS = {"fused"}  # change how fast a run goes, not what it learns (beyo
 def settings_record(cfg: GrowConfig) -> dict:
     """The search's settings as a saved run records them: asdict(cfg), less later fields left at their default
     and speed switches."""
-    return {k: v for k, v in asdict(cfg).items()
-            if k not in SPEED_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+    record = {k: v for k, v in asdict(cfg).items()
+              if k not in SPEED_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+    record["train"] = {k: v for k, v in record["train"].items() if k not in TRAIN_SPEED_FIELDS}
+    return record
 
 
 def history_row(rnd: int, layer: int | None, net: PlainCNN, val: dict, seconds: float, status: str = "ok") -> dict:

@@ -26,6 +26,8 @@ from .graphstep import StaticStep, optimizer_momenta, use_graph
 from .params import DEFAULTS, check_value, default
 
 LOSSES = ("ce", "kd")
+# TrainConfig fields that change only how fast it trains (added later): no saved state or setting records them
+TRAIN_SPEED_FIELDS = ("cuda_graph",)
 NOT_EVALUATED = {"loss": float("nan"), "acc": float("nan")}  # an epoch that was not validated
 
 
@@ -126,9 +128,9 @@ def _prefix_cache(model: FrozenPrefix, x: torch.Tensor, cfg: TrainConfig) -> tup
 
 
 def resume_record(cfg: TrainConfig) -> dict:
-    """The settings a training state is saved with and must match to resume: every field but the speed switch
-    cuda_graph (added later: states saved before it still resume), progress bars always recorded as on."""
-    return {k: v for k, v in asdict(replace(cfg, progress=True)).items() if k != "cuda_graph"}
+    """The settings a training state is saved with and must match to resume: every field but the speed switches
+    (TRAIN_SPEED_FIELDS: states saved before them still resume), progress bars always recorded as on."""
+    return {k: v for k, v in asdict(replace(cfg, progress=True)).items() if k not in TRAIN_SPEED_FIELDS}
 
 
 def lr_schedule(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:

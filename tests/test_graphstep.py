@@ -1,14 +1,16 @@
 """The static (CUDA graph) training step: torch.optim.SGD's update, and fit's results with it equal the eager
 path's, for plain, distilled, planted (cached prefix) and penalised training, and across a resume."""
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
 
 import planting_core as pc
-from conftest import make_data
+from conftest import make_data, small_cfg
 from planting_core.graphstep import MIN_GRAPH_STEPS, sgd_update, use_graph
 from planting_core.pruning import sparse_penalty
+from planting_core.search import settings_record
 
 
 @pytest.mark.parametrize("tensor_lr", [False, True])
@@ -134,3 +136,16 @@ def test_cuda_graph_replays_train_as_eager_steps_do():
     (eager, graphed), hists = fit_both(lambda: pc.PlainCNN([8] * 5, **data.model_kwargs()), data, cfg)
     assert_same(eager, graphed, atol=2e-2)  # bf16 autocast on both paths; replays differ only in rounding
     assert hists[1][-1]["val_acc"] == pytest.approx(hists[0][-1]["val_acc"], abs=0.05)
+
+
+def test_cuda_graph_is_not_a_recorded_setting(initial, data, teacher, tmp_path):
+    """A planting run started with one cuda_graph mode resumes under another (and under states saved before the
+    switch existed): the mode changes how fast it trains, not what."""
+    def cfg(mode, rounds):
+        base = small_cfg(max_rounds=rounds, stop="fixed-rounds")
+        return replace(base, train=replace(base.train, cuda_graph=mode))
+    assert "cuda_graph" not in settings_record(cfg("on", 1))["train"]
+    pc.plant_and_save(initial, teacher, data, cfg("on", 1), tmp_path, progress=False)
+    again = pc.plant_and_save(initial, teacher, data, cfg("off", 2), tmp_path, progress=False)
+    assert again.history["round"].max() == 2
+    assert "cuda_graph" not in pc.load_checkpoint(tmp_path / "planted.pt").meta["settings"]["train"]
