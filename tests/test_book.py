@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tools.batch import executed_with, source_hash
-from tools.book import BOOK_RUNS, ROOT, book_notebooks, build
+from tools.book import BOOK_RUNS, ROOT, book_notebooks, build, linked_across_runs
 
 
 def executed_notebooks():
@@ -166,6 +166,16 @@ def test_every_page_title_is_unique_and_shows_its_own_parameters():
         defaults = next(c for c in cells if "parameters" in c["metadata"].get("tags", []))
         assert "hide-cell" in defaults["metadata"]["tags"], f"{path}: run `python -m tools.book`"
     assert len(set(titles)) == len(titles), titles
+
+
+def test_a_second_runs_copy_of_a_page_owns_its_labels_and_links_to_chapters_it_lacks():
+    first, second = "fashion-mnist-5k", "fashion-mnist-1k"  # the 1k run shows 06 but not 04
+    text = ":label: ex-study-size\n{solution} ex-study-size\nsee {doc}`04_ablations` and {doc}`03_planting`"
+    mine = linked_across_runs(text, second, "06_study.ipynb")
+    assert ":label: ex-study-size-fashion-mnist-1k" in mine and "{solution} ex-study-size-fashion-mnist-1k" in mine
+    assert "{doc}`/results/fashion-mnist-5k/notebooks/04_ablations`" in mine and "{doc}`03_planting`" in mine
+    assert linked_across_runs(mine, second, "06_study.ipynb") == mine  # presenting twice changes nothing more
+    assert linked_across_runs(text, first, "06_study.ipynb") == text  # the first run's copy keeps its own
 
 
 def book_pages(html: Path) -> list[Path]:
