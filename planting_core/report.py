@@ -49,6 +49,10 @@ def claims(students: pd.DataFrame, acc: float, params: float, teacher: PlainCNN)
             "teacher_target": "met" if teacher_gap <= 0.5 and params <= 0.2 * teacher_params else "missed"}
 
 
+# beside a method's networks: those trained but not kept in the repository (file, seconds), still counted
+LEFT_OUT = "left-out.csv"
+
+
 def compute_time(out_dir: str | Path) -> pd.DataFrame:
     """Seconds of training (and per-epoch validation) behind a run folder, per stage, from what it saved.
 
@@ -78,10 +82,13 @@ def compute_time(out_dir: str | Path) -> pd.DataFrame:
         # every network trained (tuning included), plus the steps written beside them (pruning's scoring,
         # projection's layer-pair trials): each CSV there with a seconds column
         nets = [load_checkpoint(p) for p in sorted(method.rglob("*.pt")) if not p.name.endswith(".state.pt")]
-        extra = [pd.read_csv(c) for c in sorted(method.rglob("*.csv"))]
-        rows.append(dict(stage=f"{method.name} (every network tried)", runs=len(nets),
+        extra = [pd.read_csv(c) for c in sorted(method.rglob("*.csv")) if c.name != LEFT_OUT]
+        gone = [row for c in sorted(method.rglob(LEFT_OUT)) for row in pd.read_csv(c).to_dict("records")
+                if not (c.parent / row["file"]).exists()]  # a network retrained since counts once, from its file
+        rows.append(dict(stage=f"{method.name} (every network tried)", runs=len(nets) + len(gone),
                          seconds=sum(e["seconds"] for n in nets for e in n.meta.get("history", []))
-                         + float(sum(t["seconds"].sum() for t in extra if "seconds" in t))))
+                         + float(sum(t["seconds"].sum() for t in extra if "seconds" in t))
+                         + float(sum(row["seconds"] for row in gone))))
     table = pd.DataFrame(rows)
     table.loc[len(table)] = dict(stage="total", runs=table["runs"].sum(), seconds=table["seconds"].sum())
     table["minutes"] = (table["seconds"] / 60).round(1)

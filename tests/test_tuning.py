@@ -55,3 +55,21 @@ def test_a_diverged_value_never_wins():
     losses = {1.0: float("nan"), 2.0: 0.9}
     best, _ = pc.tuning.tune("w", [1.0, 2.0], lambda v: [row(losses[v])])
     assert best == 2.0
+
+
+def test_a_method_network_left_out_of_the_repository_still_counts_once(data, tmp_path):
+    folder = pc.RunFolder(tmp_path)
+    net_path = tmp_path / "methods" / "pruning" / "sparsity-0.1" / "w8-sparse-seed0.pt"
+    pc.load_or_train(net_path, [4] * 5, data, pc.TrainConfig(epochs=1, lr=0.02, batch_size=32, progress=False))
+
+    def pruning():
+        return pc.compute_time(folder.root).set_index("stage").loc["pruning (every network tried)"]
+    kept = pruning()
+    seconds = sum(e["seconds"] for e in pc.load_checkpoint(net_path).meta["history"])
+    pd.DataFrame([dict(file=net_path.name, seconds=seconds)]).to_csv(net_path.parent / pc.report.LEFT_OUT, index=False)
+    assert pruning()["seconds"] == pytest.approx(kept["seconds"])  # the file is there: counted from it, once
+    moved = net_path.rename(tmp_path / "elsewhere.pt")
+    assert pruning()["seconds"] == pytest.approx(kept["seconds"]) and pruning()["runs"] == kept["runs"]
+    moved.unlink()
+    (net_path.parent / pc.report.LEFT_OUT).unlink()
+    assert pruning()["seconds"] == 0
