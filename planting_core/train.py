@@ -196,14 +196,21 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
     parallel = data_parallel and distributed.active() and not split
     net = distributed.wrap(model) if parallel else model
     regularise = penalty or (lambda m: 0.0)
+    forward = model.forward_from_prefix if split else net  # (what inputs_of gives) -> (B, K) logits
+
+    def inputs_of(idx: torch.Tensor, xb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """forward's inputs for a batch: the cached frozen prefix, the prefix computed now, or the images."""
+        if cache is not None:
+            return tuple(c[idx] for c in cache)
+        return model.frozen_prefix(xb) if split else (xb,)
+
+    def batch_loss(logits: torch.Tensor, yb: torch.Tensor, tb: torch.Tensor | None) -> torch.Tensor:
+        return kd_loss(logits, tb, cfg.T, yb, cfg.alpha) if cfg.loss == "kd" else ce_loss(logits, yb)
     static = None  # the static step (graphstep.py): full batches replayed from a CUDA graph
     if not parallel and use_graph(cfg.cuda_graph, dev, (n_train // cfg.batch_size) * (cfg.epochs - first)):
-        forward = model.forward_from_prefix if split else model
-
         def loss_of(inputs, yb, tb):  # (B, ...) inputs -> (objective with the penalty, the batch's loss)
             with autocast(dev, cache=dev.type != "cuda"):
-                logits = forward(*inputs)  # (B, K)
-                loss = kd_loss(logits, tb, cfg.T, yb, cfg.alpha) if cfg.loss == "kd" else ce_loss(logits, yb)
+                loss = batch_loss(forward(*inputs), yb, tb)
             return loss + regularise(model), loss
         static = StaticStep(loss_of, params, optimizer_momenta(opt), cfg.momentum, cfg.weight_decay,
                             capture=dev.type == "cuda")
@@ -229,8 +236,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
                             tb = teacher(xb)  # live teacher on the same augmented view
             if static is not None and batch == cfg.batch_size:  # a full batch: the static (CUDA graph) step
                 with torch.no_grad(), autocast(dev):
-                    inputs = (tuple(c[idx] for c in cache) if cache is not None else
-                              model.frozen_prefix(xb) if split else (xb,))
+                    inputs = inputs_of(idx, xb)
                 total += static(inputs, yb, tb, opt.param_groups[0]["lr"]) * batch
                 with warnings.catch_warnings():  # the static step updates through sgd_update, not opt.step()
                     warnings.simplefilter("ignore", UserWarning)
@@ -238,14 +244,9 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
                 bar.update(1)
                 continue
             with autocast(dev):
-                if cache is not None:
-                    logits = model.forward_from_prefix(*(c[idx] for c in cache))  # (B, K)
-                elif split:
-                    logits = model.forward_from_prefix(*model.frozen_prefix(xb))
-                else:
-                    logits = net(xb)
+                logits = forward(*inputs_of(idx, xb))  # (B, K)
                 if len(idx):
-                    loss = kd_loss(logits, tb, cfg.T, yb, cfg.alpha) if cfg.loss == "kd" else ce_loss(logits, yb)
+                    loss = batch_loss(logits, yb, tb)
                 else:  # a process with no image of a short last batch still joins the gradient average
                     loss = logits.sum() * 0.0
             # DDP averages over processes: scaled so that the step is the one of the whole batch's mean loss
