@@ -39,9 +39,12 @@ def sha256(data: bytes) -> str:
 
 def published_files(root: str | Path) -> list[str]:
     """What a run folder publishes, as paths relative to it: every checkpoint (not the resume states of running
-    jobs) and the history of every finished planting run (one beside its planted.pt)."""
+    jobs, nor a network listed in a left-out.csv) and the history of every finished planting run (one beside its
+    planted.pt)."""
     root = Path(root)
-    found = [p for p in root.rglob("*.pt") if not p.name.endswith(".state.pt") and p.name != "grow_state.pt"]
+    left_out = RunFolder(root).left_out()
+    found = [p for p in root.rglob("*.pt")
+             if not p.name.endswith(".state.pt") and p.name != "grow_state.pt" and p not in left_out]
     found += [p for p in root.rglob("history.csv") if (p.parent / "planted.pt").exists()]
     return sorted(p.relative_to(root).as_posix() for p in found)
 

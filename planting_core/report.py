@@ -7,7 +7,7 @@ import pandas as pd
 
 from .checkpoint import load_checkpoint
 from .models import PlainCNN, count_parameters
-from .runfolder import RunFolder
+from .runfolder import LEFT_OUT, RunFolder
 from .tuning import replace_rows
 
 SUMMARY_COLUMNS = ["model", "widths", "params", "loss_fn", "seed", "test_acc", "test_loss"]
@@ -49,24 +49,26 @@ def claims(students: pd.DataFrame, acc: float, params: float, teacher: PlainCNN)
             "teacher_target": "met" if teacher_gap <= 0.5 and params <= 0.2 * teacher_params else "missed"}
 
 
-# beside a method's networks: those trained but not kept in the repository (file, seconds), still counted
-LEFT_OUT = "left-out.csv"
-
-
 def compute_time(out_dir: str | Path) -> pd.DataFrame:
     """Seconds of training (and per-epoch validation) behind a run folder, per stage, from what it saved.
 
     Read from the checkpoints' per-epoch histories and the planting histories, so the time of a run that
-    was interrupted and resumed, or of notebooks re-executed on saved results, is counted once.
+    was interrupted and resumed, or of notebooks re-executed on saved results, is counted once. A network left
+    out of the folder (left-out.csv) counts with its recorded seconds, unless it was retrained since.
     """
     folder = RunFolder(out_dir)
+    gone = {path: seconds for path, seconds in folder.left_out().items() if not path.exists()}
+
+    def gone_under(where: Path) -> list[float]:  # seconds of the networks left out of one folder and below
+        return [seconds for path, seconds in gone.items() if where in path.parents]
     stages = {"teacher": [folder.teacher], "initial networks": folder.initials(),
               "fixed-width students": [s.path for s in folder.students()]}
     rows = []
     for stage, paths in stages.items():
         nets = [load_checkpoint(p) for p in paths if p.exists()]
-        rows.append(dict(stage=stage, runs=len(nets),
-                         seconds=sum(e["seconds"] for n in nets for e in n.meta.get("history", []))))
+        extra = gone_under(folder.root / "students") if stage == "fixed-width students" else []
+        rows.append(dict(stage=stage, runs=len(nets) + len(extra),
+                         seconds=sum(e["seconds"] for n in nets for e in n.meta.get("history", [])) + sum(extra)))
     for stage, name in (("planting (every candidate)", "planting"), ("ablations (every candidate)", "ablations"),
                         ("grown variants (every candidate)", "variants"),
                         ("study conditions (every candidate)", "study")):
@@ -83,12 +85,10 @@ def compute_time(out_dir: str | Path) -> pd.DataFrame:
         # projection's layer-pair trials): each CSV there with a seconds column
         nets = [load_checkpoint(p) for p in sorted(method.rglob("*.pt")) if not p.name.endswith(".state.pt")]
         extra = [pd.read_csv(c) for c in sorted(method.rglob("*.csv")) if c.name != LEFT_OUT]
-        gone = [row for c in sorted(method.rglob(LEFT_OUT)) for row in pd.read_csv(c).to_dict("records")
-                if not (c.parent / row["file"]).exists()]  # a network retrained since counts once, from its file
-        rows.append(dict(stage=f"{method.name} (every network tried)", runs=len(nets) + len(gone),
+        left = gone_under(method)
+        rows.append(dict(stage=f"{method.name} (every network tried)", runs=len(nets) + len(left),
                          seconds=sum(e["seconds"] for n in nets for e in n.meta.get("history", []))
-                         + float(sum(t["seconds"].sum() for t in extra if "seconds" in t))
-                         + float(sum(row["seconds"] for row in gone))))
+                         + float(sum(t["seconds"].sum() for t in extra if "seconds" in t)) + sum(left)))
     table = pd.DataFrame(rows)
     table.loc[len(table)] = dict(stage="total", runs=table["runs"].sum(), seconds=table["seconds"].sum())
     table["minutes"] = (table["seconds"] / 60).round(1)

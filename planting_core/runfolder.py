@@ -8,11 +8,13 @@
     variants/<name>/seed<S>/         a grown variant's planting run (e.g. old channels fine-tuned)
     study/<condition>/seed<S>/       a study condition's planting run (initial-seed<S>.pt if it changes it)
     methods/<method>/*.pt            the compared methods' networks (e.g. pruning)
+    <any folder>/left-out.csv        networks trained but left out of the published folder (file, seconds)
     students.csv, summary.csv, ablations.csv, sweep.csv, conditions.csv, methods.csv, figures/
     .lock                            held by the job writing the folder (one writer at a time)
 """
 from __future__ import annotations
 
+import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import ContextManager, Iterator
 
 from .lock import folder_lock
 
+LEFT_OUT = "left-out.csv"
 STUDENT_NAME = re.compile(r"w(?P<width>\d+)-(?P<loss>[a-z]+)-seed(?P<seed>\d+)\.pt")
 
 
@@ -97,6 +100,15 @@ class RunFolder:
     def method(self, name: str, file: str) -> Path:
         """A compared method's checkpoint, e.g. method("pruning", "w64-sparse-seed0.pt")."""
         return self.root / "methods" / name / file
+
+    def left_out(self) -> dict[Path, float]:
+        """Networks trained but left out of the published folder (each listed in a left-out.csv beside it), with
+        their training seconds; a file listed there may be present (kept locally) or not."""
+        found = {}
+        for table in sorted(self.root.rglob(LEFT_OUT)):
+            with open(table, newline="") as f:
+                found.update({table.parent / row["file"]: float(row["seconds"]) for row in csv.DictReader(f)})
+        return found
 
     @staticmethod
     def history(run: Path) -> Path:

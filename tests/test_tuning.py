@@ -73,3 +73,22 @@ def test_a_method_network_left_out_of_the_repository_still_counts_once(data, tmp
     moved.unlink()
     (net_path.parent / pc.report.LEFT_OUT).unlink()
     assert pruning()["seconds"] == 0
+
+
+def test_a_student_left_out_by_the_tool_counts_once_and_is_not_published(data, tmp_path, monkeypatch):
+    from tools import leave_out
+    folder = pc.RunFolder(tmp_path)
+    path = folder.student(4, "ce", 0)
+    pc.load_or_train(path, [4] * 5, data, pc.TrainConfig(epochs=1, lr=0.02, batch_size=32, progress=False))
+
+    def students():
+        return pc.compute_time(folder.root).set_index("stage").loc["fixed-width students"]
+    kept = students()
+    monkeypatch.setattr(leave_out.subprocess, "run", lambda *a, **k: None)  # not a git repository here
+    leave_out.leave_out([path])
+    assert (path.parent / ".gitignore").read_text() == f"/{path.name}\n"
+    assert "students/" + path.name not in pc.fetch.published_files(folder.root)  # kept here, not published
+    path.unlink()  # as in a fresh clone
+    assert students()["seconds"] == pytest.approx(kept["seconds"]) and students()["runs"] == kept["runs"] == 1
+    with pytest.raises(SystemExit, match="not a checkpoint file"):
+        leave_out.main([str(path)])
