@@ -12,7 +12,7 @@ from .params import DEFAULTS, PAPER_NETWORKS, PARAMS, PROFILES, Param, check_par
 from .planting import PlantedCNN, PlantedLayer, freeze, is_planted, merge, plant, train_head
 from .plots import plot_accuracy_vs_params, plot_comparison, plot_planting_diagram, plot_search, plot_widths
 from .proposals import PROPOSALS, Candidate
-from . import comparison, depthnet, fetch, fused, projection, pruning, study, tuning
+from . import comparison, depthnet, fetch, fused, parallel, projection, pruning, study, tuning
 from .report import METHOD_COLUMNS, SUMMARY_COLUMNS, claims, comparison_points, compute_time, glue, poster_table, result_row, write_method_rows
 from .runfolder import RunFolder
 from .search import GrowConfig, GrowResult, grow
@@ -36,7 +36,7 @@ __all__ = [
     "plot_accuracy_vs_params", "plot_comparison", "plot_planting_diagram", "plot_search", "plot_widths",
     "PROPOSALS", "Candidate",
     "METHOD_COLUMNS", "SUMMARY_COLUMNS", "claims", "comparison_points", "compute_time", "glue", "poster_table", "result_row", "write_method_rows",
-    "RunFolder", "comparison", "depthnet", "fused", "fetch", "projection", "pruning", "study", "tuning",
+    "RunFolder", "comparison", "depthnet", "fused", "parallel", "fetch", "projection", "pruning", "study", "tuning",
     "GrowConfig", "GrowResult", "grow",
     "SELECTIONS", "Selection",
     "STOP_RULES",

@@ -24,7 +24,8 @@ FORMAT = "planting-book-checkpoints/1"
 MANIFEST = "checkpoints.json"
 # parameters that do not change what is learnt: they need not agree between the publisher and the user
 NOT_LEARNING = {"data_root", "device", "out_dir", "checkpoint_url", "progress", "quick", "conditions",
-                "eval_batch_size", "eval_each_epoch", "cache_frozen", "cache_bytes", "fused", "cuda_graph"}
+                "eval_batch_size", "eval_each_epoch", "cache_frozen", "cache_bytes", "fused", "cuda_graph",
+                "candidate_threads"}
 # what every checkpoint of a run depends on (its data split, teacher and initial networks): these must agree
 # before anything is fetched; the rest (planting settings, ...) is checked per network by load-or-train
 RUN_KEYS = ("dataset", "subset", "val_size", "image_size", "skip_bad_images", "seed", "teacher_width",

@@ -176,6 +176,9 @@ _TABLE = [
     Param("fused", "auto", "planting: train a round's candidates together in one batched computation ('auto': on "
           "CUDA only, where it is faster; 'on'; 'off'); results equal one at a time up to float rounding",
           "one of auto, on, off", lambda v: v in ("auto", "on", "off")),
+    Param("candidate_threads", None, "planting on a CPU: candidates trained at once, each on one thread (None: as "
+          "many as torch's CPU threads; 1: one at a time, every thread on it); results equal one at a time up to float "
+          "rounding", "an integer from 1 to 1024, or None", optional(int_in(1, 1024))),
     Param("stop_split", False, "study: the winner is chosen on one half of the validation images and kept only if "
           "it lowers the loss on the other half", "True or False", is_bool),
     Param("finetune_head", False, "study: candidates also train fc1 and fc2 (the convolutions' old weights stay "

@@ -24,7 +24,7 @@ from .search import GrowConfig
 JOB_PARAMS = ["dataset", "data_root", "subset", "val_size", "image_size", "skip_bad_images", "seed", "device",
               "teacher_width", "widths", "teacher_epochs", "epochs", "batch_size", "lr", "plant_epochs", "plant_lr", "T", "alpha", "augment",
               "channels", "init", "propose", "select", "stop", "max_rounds", "max_params", "min_delta", "finetune_old",
-              "finetune_head", "stop_split", "fused", "cuda_graph",
+              "finetune_head", "stop_split", "fused", "candidate_threads", "cuda_graph",
               "progress"]
 ALIASES = {"data_root": ["--root"]}
 

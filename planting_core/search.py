@@ -23,6 +23,7 @@ from .errors import NonFiniteLossError, PlantingError
 from .models import PlainCNN, count_parameters
 from .params import DEFAULTS, check_value, default
 from .fused import fit_fused, use_fused
+from .parallel import candidate_threads, map_concurrently
 from .planting import merge, train_head
 from .proposals import PROPOSALS, Candidate
 from .selection import SELECTIONS
@@ -50,6 +51,7 @@ class GrowConfig:
     finetune_head: bool = default("finetune_head")  # study: fc1 and fc2 train with the planted channels (convs frozen)
     stop_split: bool = default("stop_split")  # study: one half of the validation split chooses, the other stops
     fused: str = default("fused")  # candidates trained together: "auto" (on CUDA), "on" or "off"; speed only
+    candidate_threads: int | None = default("candidate_threads")  # CPU: candidates at once, one thread each; speed only
     train: TrainConfig = field(default_factory=planting_train_config)
 
     def check(self) -> "GrowConfig":
@@ -88,7 +90,7 @@ FAILED = {"loss": NAN, "acc": NAN, "kd": NAN}
 LATER_FIELDS = {"finetune_head": False, "stop_split": False}
 
 
-SPEED_FIELDS = {"fused"}  # change how fast a run goes, not what it learns (beyond float rounding): not recorded
+SPEED_FIELDS = {"fused", "candidate_threads"}  # change how fast a run goes, not what it learns (beyond float rounding): not recorded
 
 
 def settings_record(cfg: GrowConfig) -> dict:
@@ -146,8 +148,8 @@ class CandidateTrainer:
         return {**choose, "stop_loss": stop["loss"]}
 
     def train(self, current: PlainCNN, candidates: list[Candidate], rnd: int) -> Iterator[tuple[str, dict]]:
-        """Train each candidate; yields (key, {"row": history row, "net": packed network or None}) one by one
-        (fused: all of them after one batched training, see fused.py)."""
+        """Train each candidate; yields (key, {"row": history row, "net": packed network or None}) one by one, in
+        candidate order (fused: all of them after one batched training, see fused.py)."""
         built = []  # (candidate, its seed, its network) of those within max_params
         for cand in candidates:
             seed = self.tcfg.seed * 1_000_003 + rnd * 101 + cand.layer  # each candidate seeded on its own: resumable
@@ -167,15 +169,21 @@ class CandidateTrainer:
             for (cand, _, net), ok in zip(built, finite):
                 yield cand.key, self._outcome(rnd, cand, net, ok, seconds)
             return
-        for cand, seed, net in built:
+        # on a CPU, several candidates at once, one thread each (parallel.py), sharing the frozen-prefix memory budget
+        threads = candidate_threads(self.cfg.candidate_threads, self.data.train.x.device)
+        tcfg = replace(self.tcfg, cache_bytes=self.tcfg.cache_bytes // min(threads, max(1, len(built))))
+
+        def train_one(item: tuple[Candidate, int, PlainCNN]) -> tuple[str, dict]:
+            cand, seed, net = item
             t0 = time.perf_counter()
             try:
-                fit(net, self.data, replace(self.tcfg, seed=seed), teacher=self.teacher, targets=self.targets,
+                fit(net, self.data, replace(tcfg, seed=seed), teacher=self.teacher, targets=self.targets,
                     desc=f"round {rnd} {cand.key}")
                 ok = True
             except NonFiniteLossError:  # this candidate is dropped and reported; the others go on
                 ok = False
-            yield cand.key, self._outcome(rnd, cand, net, ok, time.perf_counter() - t0)
+            return cand.key, self._outcome(rnd, cand, net, ok, time.perf_counter() - t0)
+        yield from map_concurrently(train_one, built, threads)  # in candidate order, each as soon as it is done
 
     def _outcome(self, rnd: int, cand: Candidate, net: PlainCNN, trained: bool, train_seconds: float) -> dict:
         """A trained candidate's history row (validated here; its seconds: training plus validation) and packed
