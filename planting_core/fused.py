@@ -6,6 +6,7 @@ except the candidate's own; torch.func.vmap runs all copies at once (each convol
 convolution over the candidates), each copy on its own batch order, and a masked SGD step moves only each
 candidate's new weights. The update is the one fit() makes (same seeds, batch orders, learning-rate schedule,
 momentum and weight decay), so the result equals training the candidates one at a time up to float rounding.
+On CUDA the full batches' steps are replayed from one CUDA graph, as fit() replays its own (graphstep.py).
 
 It pays where kernel launches dominate (a GPU). On a CPU the one-at-a-time path does fewer operations (it skips
 the frozen layers before the planted one), so `fused="auto"` uses this path on CUDA only.
@@ -20,7 +21,7 @@ from torch.func import functional_call, vmap
 
 from .data import Data
 from .device import autocast
-from .graphstep import sgd_update
+from .graphstep import StaticStep, use_graph
 from .distill import kd_losses
 from .models import NUM_CONVS, PlainCNN
 from .planting import PlantedCNN, PlantedLayer, merge
@@ -114,8 +115,20 @@ def fit_fused(nets: list[PlantedCNN], data: Data, cfgs: list[TrainConfig], targe
             return kd_losses(logits, t, cfg.T, y, cfg.alpha)
         c, b, k = logits.shape
         return F.cross_entropy(logits.float().reshape(c * b, k), y.reshape(-1), reduction="none").view(c, b).mean(-1)
+    names = list(stacked)
+    update = ([stacked[name] for name in names], [momentum[name] for name in names], cfg.momentum, cfg.weight_decay)
+
+    def loss_of(inputs, y, t):  # (C, B, ...) images -> (the candidates' summed loss, their (C,) losses)
+        with autocast(dev, cache=dev.type != "cuda"):
+            losses = losses_of(inputs[0], t, y)
+        return losses.sum(), losses  # candidates are independent: each gets its own loss's gradient
     n = len(data.train)
     steps = math.ceil(n / cfg.batch_size)
+    # torch.optim.SGD's update (weight decay, then momentum) on the new weights only; full batches replayed from a
+    # CUDA graph when fit would use one (graphstep.py), the short last batch eagerly
+    graph = use_graph(cfg.cuda_graph, dev, (n // cfg.batch_size) * cfg.epochs) and dev.type == "cuda"
+    full_step = StaticStep(loss_of, *update, capture=graph, masks=[masks[name] for name in names])
+    eager_step = StaticStep(loss_of, *update, capture=False, masks=[masks[name] for name in names])
     factor, step = lr_schedule(cfg, steps), 0
     finite = torch.ones(len(nets), dtype=torch.bool, device=dev)
     for epoch in range(cfg.epochs):
@@ -127,16 +140,8 @@ def fit_fused(nets: list[PlantedCNN], data: Data, cfgs: list[TrainConfig], targe
             idx = order[:, i:i + cfg.batch_size]  # (C, B)
             x, y = data.train.x[idx], data.train.y[idx]  # (C, B, channels, H, W), (C, B)
             t = targets[idx] if targets is not None else None  # (C, B, K) teacher logits
-            with autocast(dev):
-                losses = losses_of(x, t, y)
-            for p in stacked.values():
-                p.grad = None
-            losses.sum().backward()  # candidates are independent: each gets its own loss's gradient
-            lr = cfg.lr * factor(step)
-            names = list(stacked)  # torch.optim.SGD's update (weight decay, then momentum), on the new weights only
-            sgd_update([stacked[n] for n in names], [stacked[n].grad for n in names], [momentum[n] for n in names],
-                       lr, cfg.momentum, cfg.weight_decay, [masks[n] for n in names])
-            total += losses.detach() * idx.shape[1]
+            take = full_step if idx.shape[1] == cfg.batch_size else eager_step
+            total += take((x,), y, t, cfg.lr * factor(step)) * idx.shape[1]
             step += 1
         finite &= torch.isfinite(total)
     for c, net in enumerate(nets):

@@ -61,8 +61,8 @@ class StaticStep:
     WARMUP_STEPS eager steps and replayed from then on; the batch is copied into static buffers first."""
 
     def __init__(self, loss_of: StepLoss, params: list[nn.Parameter], momenta: list[torch.Tensor], momentum: float,
-                 weight_decay: float, capture: bool):
-        self.loss_of, self.params, self.momenta = loss_of, params, momenta
+                 weight_decay: float, capture: bool, masks: list[torch.Tensor] | None = None):
+        self.loss_of, self.params, self.momenta, self.masks = loss_of, params, momenta, masks  # masks: sgd_update
         self.momentum, self.weight_decay, self.capture = momentum, weight_decay, capture
         self.lr: torch.Tensor | None = None  # 0-dim, on the device: the schedule writes it before every step
         self.static: tuple | None = None  # (inputs, labels, teacher logits): the graph reads these buffers
@@ -71,13 +71,13 @@ class StaticStep:
         self.eager_steps = 0
 
     def run(self, inputs: Sequence[torch.Tensor], y: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
-        """The step itself, eagerly (what the graph records): returns the batch's loss, detached."""
+        """The step itself, eagerly (what the graph records): returns the batch's loss (any shape), detached."""
         for p in self.params:
             p.grad = None
         objective, loss = self.loss_of(inputs, y, t)
         objective.backward()
         sgd_update(self.params, [p.grad for p in self.params], self.momenta, self.lr, self.momentum,
-                   self.weight_decay)
+                   self.weight_decay, self.masks)
         return loss.detach()
 
     def __call__(self, inputs: Sequence[torch.Tensor], y: torch.Tensor, t: torch.Tensor | None,

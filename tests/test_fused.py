@@ -54,10 +54,32 @@ def test_fused_is_not_a_recorded_setting(initial, data, teacher, tmp_path):
     assert "fused" not in pc.load_checkpoint(tmp_path / "planted.pt").meta["settings"] and len(again.history)
 
 
+def on_cuda(data: pc.Data) -> pc.Data:
+    return pc.Data(**{**data.__dict__, **{s: pc.Split(getattr(data, s).x.cuda(), getattr(data, s).y.cuda())
+                                          for s in ("train", "val", "test")}})
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_fused_on_cuda_matches_the_cpu_choice(initial, data, teacher):
-    cuda = pc.Data(**{**data.__dict__, **{s: pc.Split(getattr(data, s).x.cuda(), getattr(data, s).y.cuda())
-                                            for s in ("train", "val", "test")}})
+    cuda = on_cuda(data)
     on_gpu = pc.grow(initial, teacher, cuda, small_cfg(max_rounds=1), progress=False)  # auto: fused on CUDA
     on_cpu = pc.grow(initial, teacher, data, small_cfg(max_rounds=1, fused="off"), progress=False)
     assert list(on_gpu.history["chosen"]) == list(on_cpu.history["chosen"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fused_steps_replayed_from_a_cuda_graph_train_as_eager_ones(initial, data, teacher):
+    cuda = on_cuda(data)
+    targets = pc.teacher_logits(teacher, cuda.train.x)
+    seeds = [11, 12, 13]
+    trained = {}
+    for mode in ("off", "on"):  # "on": every full batch's step replayed from the captured graph
+        nets = [pc.to_device(pc.plant(initial, layer, 2, generator=torch.Generator().manual_seed(s)), "cuda")
+                for layer, s in enumerate(seeds)]
+        cfgs = [pc.TrainConfig(epochs=2, lr=0.05, batch_size=32, loss="kd", T=2.0, progress=False, seed=s,
+                               cuda_graph=mode) for s in seeds]
+        assert fit_fused(nets, cuda, cfgs, targets) == [True] * 3
+        trained[mode] = nets
+    for eager, graphed in zip(trained["off"], trained["on"]):
+        for (name, pa), pb in zip(eager.named_parameters(), graphed.parameters()):
+            torch.testing.assert_close(pa, pb, atol=2e-2, rtol=1e-2, msg=name)  # bf16 on both: rounding only
