@@ -144,6 +144,25 @@ def test_the_lab_settings_are_the_quick_profile():
     assert {"00_planting_by_hand", "01_teacher", "02_baselines", "03_planting"} <= set(timings["notebook"])
 
 
+def test_the_full_data_page_gives_the_books_batch_command():
+    import argparse
+    import shlex
+
+    from tools.batch import parse_set
+    text = (ROOT / "book" / "reproduce-full.md").read_text()
+    command = shlex.split(text.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " "))
+    ap = argparse.ArgumentParser()
+    for flag in ("--dataset", "--profile", "--out"):
+        ap.add_argument(flag)
+    for flag in ("--only", "--set"):
+        ap.add_argument(flag, action="append", default=[])
+    args = ap.parse_args(command[3:])  # after python -m tools.batch
+    dataset, profile, sets, only = BOOK_RUNS["fashion-mnist-full"]
+    assert command[:3] == ["python", "-m", "tools.batch"] and args.out == "results/fashion-mnist-full"
+    assert (args.dataset, args.profile, args.only) == (dataset, profile, only), "book/reproduce-full.md: --only"
+    assert parse_set(args.set) == sets, "book/reproduce-full.md: copy tools.book.BOOK_RUNS' --set values"
+
+
 def test_the_intros_example_grows_the_network():
     import torch
     code = (ROOT / "book" / "intro.md").read_text().split("```python\n", 1)[1].split("```", 1)[0]

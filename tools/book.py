@@ -40,11 +40,11 @@ BOOK_RUNS: dict[str, tuple[str, str, dict, list[str] | None]] = {
     "fashion-mnist-full": ("fashion-mnist", "full", {"subset": None, "plant_epochs": 3, "max_rounds": 10,
                                                      "student_widths": [8, 16, 32, 64], "single_seed_from": 64,
                                                      "seeds": [0, 1, 2], "ablation_rounds": 2, "ddnn_T": [1.0],
-                                                     "hint_weight": [1.0], "project_widths": [8, 16]},
+                                                     "hint_weight": [1.0], "project_widths": [8, 16],
+                                                     "sparsity": [1e-3]},
                            # with 06, once its runs have finished: "study_rounds": 50,
-                           # "conditions": ["paper", "finetune-old", "lr-0.1"]; with 07 and 10 once they have:
-                           # "sparsity": [1e-3]
-                           ["01", "02", "03", "04", "08", "09"]),
+                           # "conditions": ["paper", "finetune-old", "lr-0.1"]
+                           ["01", "02", "03", "04", "07", "08", "09", "10"]),
     # 1,000 training images (500 for validation, as on 5,000): chapters 1-3 and the study (paper, finetune-old),
     # capped at the study's 50 rounds; students up to [64]
     "fashion-mnist-1k": ("fashion-mnist", "full", {"subset": 1000, "val_size": 500, "seeds": [0, 1, 2],
