@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 
 import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
 import pandas as pd
 import seaborn as sns
 
@@ -45,19 +46,24 @@ def plot_accuracy_vs_params(points: pd.DataFrame, ax: plt.Axes | None = None) ->
     if students.any():
         sns.lineplot(data=points[students], x="params", y="acc", hue="model", palette=palette, marker="o",
                      errorbar="sd", ax=ax)
+    has_seeds = "seed" in points
     for (model, seed), run in points[~students].groupby(["model", points.get("seed", 0)], sort=False):
         run = run.sort_values("params")
-        first = seed == points.loc[points["model"] == model, "seed"].min() if "seed" in points else True
+        first = seed == points.loc[points["model"] == model, "seed"].min() if has_seeds else True
+        lines = has_seeds and len(run) > 1  # a model of one network per seed is a point per seed, not a line
         ax.plot(run["params"], run["acc"], marker=".", lw=1, alpha=0.7, color=palette[model],
-                label=f"{model} (one line per seed)" if first and "seed" in points else (model if first else None))
+                label=(f"{model} (one line per seed)" if lines else model) if first else None)
         if "final" in run:
             ends = run[run["final"].astype(bool)]
-            ax.scatter(ends["params"], ends["acc"], marker="*", s=160, color=palette[model], edgecolors="k",
-                       zorder=3, label="grown network" if first and model == points.loc[~students, "model"].iloc[0]
-                       else None)
+            ax.scatter(ends["params"], ends["acc"], marker="*", s=160, color=palette[model], edgecolors="k", zorder=3)
+    handles, _ = ax.get_legend_handles_labels()
+    if "final" in points and points.loc[~students, "final"].astype(bool).any():  # one neutral star explains all
+        handles.append(Line2D([], [], ls="", marker="*", markersize=13, markerfacecolor="0.75", markeredgecolor="k",
+                              label="final network (its model's colour)"))
+    many = len(handles) > 6  # a long legend goes beside the axes instead of over the points
+    ax.legend(handles=handles, fontsize=8, **(dict(loc="upper left", bbox_to_anchor=(1.01, 1)) if many else {}))
     log_params_axis(ax)
     ax.set(xlabel="parameters (log scale)", ylabel="test accuracy (%)", title="Accuracy against size")
-    ax.legend(fontsize=8)
     return ax
 
 
