@@ -60,8 +60,8 @@ def plot_accuracy_vs_params(points: pd.DataFrame, ax: plt.Axes | None = None) ->
     if "final" in points and points.loc[~students, "final"].astype(bool).any():  # one neutral star explains all
         handles.append(Line2D([], [], ls="", marker="*", markersize=13, markerfacecolor="0.75", markeredgecolor="k",
                               label="final network (its model's colour)"))
-    many = len(handles) > 6  # a long legend goes beside the axes instead of over the points
-    ax.legend(handles=handles, fontsize=8, **(dict(loc="upper left", bbox_to_anchor=(1.01, 1)) if many else {}))
+    below = dict(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # under the x label, as wide as the axes
+    ax.legend(handles=handles, fontsize=8, **(below if len(handles) > 6 else {}))  # a long one would hide points
     log_params_axis(ax)
     ax.set(xlabel="parameters (log scale)", ylabel="test accuracy (%)", title="Accuracy against size")
     return ax

@@ -26,8 +26,8 @@ def test_legend_says_lines_only_for_paths_and_has_one_neutral_star():
     assert star.get_marker() == "*" and matplotlib.colors.to_hex(star.get_markerfacecolor()) == "#bfbfbf"
 
 
-def test_a_long_legend_goes_beside_the_axes():
+def test_a_long_legend_goes_below_the_axes():
     short = pc.plot_accuracy_vs_params(points(1)).get_legend()
     long = pc.plot_accuracy_vs_params(points(6)).get_legend()
-    assert short.get_bbox_to_anchor().x0 < short.axes.bbox.x1  # inside the axes
-    assert long.get_bbox_to_anchor().x0 > long.axes.bbox.x1  # beside them, over no point
+    assert short.get_bbox_to_anchor().y0 >= short.axes.bbox.y0  # inside the axes
+    assert long.get_bbox_to_anchor().y0 < long.axes.bbox.y0  # below them, over no point
