@@ -23,7 +23,7 @@ from tools.batch import notebooks, run_batch, write_notebook
 ROOT = Path(__file__).resolve().parents[1]
 # the book's runs: run folder under results/ -> (dataset, profile, parameter overrides, notebooks or None for all)
 BOOK_RUNS: dict[str, tuple[str, str, dict, list[str] | None]] = {
-    # the study (06) shows the conditions whose three seeds have finished (the others resume in later sessions)
+    # the study (06) shows every condition of pc.study.CONDITIONS, 3 seeds each
     # the compared methods (07-09) tune their one setting on the first seed's validation loss (three values each);
     # projection guides [8] and [16] only (11 layer pairs x 3 guided epochs each is the costliest method here)
     # the [128] students: the first seed only (three seeds' checkpoints would add 18 MB to the repository)
@@ -31,7 +31,7 @@ BOOK_RUNS: dict[str, tuple[str, str, dict, list[str] | None]] = {
                                                    "conditions": ["paper", "finetune-old", "epochs-3", "drop-per-param",
                                                                   "lr-0.01", "lr-0.1", "initial-4", "train-head",
                                                                   "stop-split", "teacher-aug", "teacher-128", "T1-valkd",
-                                                                  "T2-valkd"],
+                                                                  "T2-valkd", "T4-valkd", "T8-valkd", "epochs-30"],
                                                    "sparsity": [1e-5, 1e-4, 1e-3], "ddnn_T": [1.0, 2.0, 4.0],
                                                    "hint_weight": [0.1, 1.0, 10.0], "project_widths": [8, 16]},
                          ["00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10"]),
