@@ -106,6 +106,11 @@ def glue(name: str, value, display: bool = False) -> None:
     _glue(name, value, display=display)
 
 
+def mean_std_text(mean: float, std: float, scale: float = 100, digits: int = 2) -> str:
+    """A mean and its std over seeds as text, e.g. '84.89 ± 0.45' (no '±' part when std is NaN: one seed)."""
+    return f"{mean * scale:.{digits}f}" + ("" if pd.isna(std) else f" ± {std * scale:.{digits}f}")
+
+
 def poster_table(summary: pd.DataFrame) -> pd.DataFrame:
     """The poster's results table from summary.csv rows: one line per network and loss, mean ± std over seeds."""
     order = {"teacher": 0, "initial": 1, "student": 2, "planted": 3}
@@ -120,10 +125,8 @@ def poster_table(summary: pd.DataFrame) -> pd.DataFrame:
     table = table.reset_index()
     table["params"] = table["params"].round().astype(int)
 
-    def pm(mean: float, std: float, scale: float, digits: int) -> str:
-        return f"{mean * scale:.{digits}f}" + ("" if pd.isna(std) else f" ± {std * scale:.{digits}f}")
-    table["test loss"] = [pm(m, s, 1, 4) for m, s in zip(table["test_loss"], table["test_loss_std"])]
-    table["test acc (%)"] = [pm(m, s, 100, 2) for m, s in zip(table["test_acc"], table["test_acc_std"])]
+    table["test loss"] = [mean_std_text(m, s, 1, 4) for m, s in zip(table["test_loss"], table["test_loss_std"])]
+    table["test acc (%)"] = [mean_std_text(m, s, 100, 2) for m, s in zip(table["test_acc"], table["test_acc_std"])]
     table["loss"] = table["loss_fn"].map({"ce": "CE", "kd": "KD"})
     table = table.sort_values(["model", "params", "loss"], key=lambda c: c.map(order) if c.name == "model" else c)
     return table[["model", "widths", "params", "test loss", "test acc (%)", "loss", "seeds"]].reset_index(drop=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from .checkpoint import load_checkpoint
-from .report import student_means
+from .report import mean_std_text, student_means
 from .runfolder import RunFolder
 from .configs import teacher_config
 from .search import GrowResult
@@ -146,6 +146,21 @@ def conditions_table(sweep: pd.DataFrame, students: pd.DataFrame) -> pd.DataFram
                          best_student_le_1x=le1, best_student_le_2x=le2,
                          verdict_1x=verdict(acc, le1), verdict_2x=verdict(acc, le2)))
     return pd.DataFrame(rows, columns=CONDITION_COLUMNS)
+
+
+def conditions_view(table: pd.DataFrame) -> pd.DataFrame:
+    """conditions.csv for reading: one row per condition, accuracies in % (planted: mean ± std over seeds), the
+    verdicts last."""
+    view = pd.DataFrame({
+        "seeds": table["seeds"].astype(int),
+        "params (mean)": table["planted_params_mean"].round().astype(int),
+        "test acc (%)": [mean_std_text(m, s) for m, s in zip(table["planted_acc_mean"], table["planted_acc_std"])],
+        "best student ≤ 1x (%)": (100 * table["best_student_le_1x"]).round(2),
+        "best student ≤ 2x (%)": (100 * table["best_student_le_2x"]).round(2),
+        "at matched size": table["verdict_1x"],
+        "at twice the size": table["verdict_2x"],
+    })
+    return view.set_axis(table["condition"].rename("condition"))
 
 
 def student_sweep_rows(folder: RunFolder) -> pd.DataFrame:

@@ -6,7 +6,7 @@ import pytest
 
 import planting_core as pc
 from planting_core.report import student_means
-from planting_core.study import best_student_acc, conditions_table, verdict
+from planting_core.study import best_student_acc, conditions_table, conditions_view, verdict
 from tools.book import BOOK_RUNS, run_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +37,16 @@ def test_verdicts_follow_the_protocol(params, accs, v1, v2):
     row = conditions_table(sweep(params, accs), STUDENTS).iloc[0]
     assert (row["verdict_1x"], row["verdict_2x"]) == (v1, v2)
     assert row["planted_params_mean"] == pytest.approx(sum(params) / len(params))
+
+
+def test_the_readable_view_shows_each_condition_in_percent():
+    table = pd.concat([conditions_table(sweep([20_000, 24_000], [0.85, 0.86], "a"), STUDENTS),
+                       conditions_table(sweep([13_500], [0.79], "b"), STUDENTS)], ignore_index=True)
+    view = conditions_view(table)
+    assert view.index.tolist() == ["a", "b"]
+    assert view.loc["a", "test acc (%)"] == "85.50 ± 0.71" and view.loc["b", "test acc (%)"] == "79.00"  # one seed
+    assert view.loc["a", "params (mean)"] == 22_000 and view.loc["a", "best student ≤ 2x (%)"] == 85.0
+    assert view.loc["a", "at matched size"] == "helps" and view.loc["b", "at twice the size"] == "does not help"
 
 
 def test_verdict_words():
