@@ -111,6 +111,15 @@ class RunFolder:
         return found
 
     @staticmethod
+    def is_left_out(path: Path) -> bool:
+        """Whether a checkpoint is listed in the left-out.csv beside it (trained once, not published)."""
+        table = Path(path).parent / LEFT_OUT
+        if not table.exists():
+            return False
+        with open(table, newline="") as f:
+            return any(row["file"] == Path(path).name for row in csv.DictReader(f))
+
+    @staticmethod
     def history(run: Path) -> Path:
         """A planting run's history (one row per candidate)."""
         return run / "history.csv"

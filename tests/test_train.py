@@ -117,6 +117,17 @@ def test_load_or_train_trains_once_then_refuses_other_settings(data, tmp_path):
                                                                           progress=False), seed=1)
 
 
+def test_retraining_a_left_out_network_says_so(data, tmp_path, capsys):
+    cfg = pc.TrainConfig(epochs=1, lr=0.02, batch_size=32, progress=False)
+    pc.load_or_train(tmp_path / "kept.pt", [4] * 5, data, cfg)
+    assert "left out" not in capsys.readouterr().out
+    (tmp_path / "left-out.csv").write_text("file,seconds\ngone.pt,12.5\n")
+    pc.load_or_train(tmp_path / "gone.pt", [4] * 5, data, cfg)
+    assert "gone.pt was left out of the published run folder" in capsys.readouterr().out
+    pc.load_or_train(tmp_path / "gone.pt", [4] * 5, data, cfg)  # now on disk: loaded, nothing to say
+    assert "left out" not in capsys.readouterr().out
+
+
 def test_augmented_kd_runs_the_teacher_live_and_plants(data, teacher, monkeypatch):
     calls = {"n": 0}
     real = pc.train.teacher_logits

@@ -4,7 +4,7 @@
 
 Each file is listed in a left-out.csv beside it with its training seconds (compute_time still counts it, and the
 run's manifest no longer publishes it) and in a .gitignore there (git stops tracking it; the file stays here).
-A notebook that needs a left-out network trains it again (load-or-train).
+A notebook that needs a left-out network trains it again (load-or-train), and prints a line saying so.
 """
 from __future__ import annotations
 
