@@ -62,8 +62,8 @@ def load_or_train(path: str | Path, widths: list[int] | None, data: Data, cfg: T
         _refuse_if_changed(path, net.meta.get("settings", {}), wanted)
         return net
     if RunFolder.is_left_out(path) and distributed.is_main():
-        print(f"{path.name} was left out of the published run folder (left-out.csv): training it again here; on other "
-              "hardware or thread counts its accuracy can differ from the published tables'", flush=True)
+        print(f"{path.name} was left out of the published run folder (left-out.csv): training it again here (on other "
+              "hardware or thread counts its accuracy can differ from the one in the published tables)", flush=True)
     torch.manual_seed(seed)
     net = (start() if start is not None else PlainCNN(widths, **data.model_kwargs())).to(dev)
     state = path.with_name(path.stem + ".state.pt")

@@ -40,6 +40,14 @@ class StudentFile:
         return f"student {self.loss.upper()} [{self.width}]"
 
 
+def read_left_out(table: Path) -> dict[str, float]:
+    """A left-out.csv as file name -> training seconds ({} if there is none)."""
+    if not table.exists():
+        return {}
+    with open(table, newline="") as f:
+        return {row["file"]: float(row["seconds"]) for row in csv.DictReader(f)}
+
+
 class RunFolder:
     """Paths of everything a run writes under one folder (nothing is created until asked for)."""
 
@@ -106,18 +114,13 @@ class RunFolder:
         their training seconds; a file listed there may be present (kept locally) or not."""
         found = {}
         for table in sorted(self.root.rglob(LEFT_OUT)):
-            with open(table, newline="") as f:
-                found.update({table.parent / row["file"]: float(row["seconds"]) for row in csv.DictReader(f)})
+            found.update({table.parent / name: seconds for name, seconds in read_left_out(table).items()})
         return found
 
     @staticmethod
     def is_left_out(path: Path) -> bool:
         """Whether a checkpoint is listed in the left-out.csv beside it (trained once, not published)."""
-        table = Path(path).parent / LEFT_OUT
-        if not table.exists():
-            return False
-        with open(table, newline="") as f:
-            return any(row["file"] == Path(path).name for row in csv.DictReader(f))
+        return Path(path).name in read_left_out(Path(path).parent / LEFT_OUT)
 
     @staticmethod
     def history(run: Path) -> Path:

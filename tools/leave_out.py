@@ -15,7 +15,7 @@ from pathlib import Path
 
 from planting_core.checkpoint import load_checkpoint
 from planting_core.errors import PlantingError
-from planting_core.runfolder import LEFT_OUT
+from planting_core.runfolder import LEFT_OUT, read_left_out
 
 
 def training_seconds(path: Path) -> float:
@@ -25,11 +25,7 @@ def training_seconds(path: Path) -> float:
 
 def add_rows(table: Path, rows: dict[str, float]) -> None:
     """Add (or update) file -> seconds rows of a left-out.csv."""
-    known = {}
-    if table.exists():
-        with open(table, newline="") as f:
-            known = {row["file"]: float(row["seconds"]) for row in csv.DictReader(f)}
-    known.update(rows)
+    known = {**read_left_out(table), **rows}
     with open(table, "w", newline="") as f:
         out = csv.writer(f)
         out.writerow(["file", "seconds"])
