@@ -142,6 +142,7 @@ def results_markdown() -> str:
     import pandas as pd
 
     from planting_core import poster_table
+    from planting_core.study import conditions_view as study_view
     parts = []
     for run in BOOK_RUNS:
         path = ROOT / "results" / run / "summary.csv"
@@ -151,14 +152,11 @@ def results_markdown() -> str:
         study = ROOT / "results" / run / "conditions.csv"
         if study.exists():  # the study "when does planting help?": which conditions meet the paper's claim
             table = pd.read_csv(study)
-            table[["planted_acc_mean", "best_student_le_1x", "best_student_le_2x"]] *= 100
-            table["planted_acc_std"] *= 100
-            table["planted_params_mean"] = table["planted_params_mean"].round().astype(int)
-            shown = table.round(2).to_markdown(index=False)
+            shown = study_view(table).to_markdown()
             meets = {f: ", ".join(table.loc[table[f"verdict_{f}"] == "helps", "condition"]) or "none"
                      for f in ("1x", "2x")}
-            parts.append(f"`results/{run}/conditions.csv` (the study; accuracies in %, mean over seeds; verdicts "
-                         f"by the book's study protocol):\n\n{shown}\n\nConditions that meet the paper's claim "
+            parts.append(f"`results/{run}/conditions.csv` (the study; accuracies in %, mean ± std over seeds; "
+                         f"verdicts by the book's study protocol):\n\n{shown}\n\nConditions that meet the paper's claim "
                          f"(at least the best student with at most twice the parameters): **{meets['2x']}**; at "
                          f"matched size: **{meets['1x']}**.")
         if (ROOT / "results" / run / "methods.csv").exists():  # the comparison chapter: every method at planting's size
