@@ -17,6 +17,7 @@ from .errors import CheckpointError, PlantingError
 from .hashing import tensor_digest
 from .models import PlainCNN, build_network
 from .planting import is_planted, merge
+from .site_planting import module_sizes, resized
 
 FORMAT = "planting-book/1"
 
@@ -118,26 +119,34 @@ def plain_value(value: Any, key: str = "") -> Any:
                         f"dicts of them, or numpy/torch scalars), got {type(value).__name__}")
 
 
-def save_checkpoint(model: PlainCNN, path: str | Path, **meta: Any) -> Path:
-    """Save a (planted or plain) network with its architecture and plain-value metadata, atomically."""
+def save_checkpoint(model: torch.nn.Module, path: str | Path, **meta: Any) -> Path:
+    """Save a (planted or plain) network with its shape and plain-value metadata, atomically: a PlainCNN's arch, or
+    any other network's module sizes (its grown widths; load it with load_checkpoint(path, template=...))."""
     meta = {k: plain_value(v, k) for k, v in meta.items()}
     net = merge(model) if is_planted(model) else model
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    return atomic_save({"format": FORMAT, "arch": net.arch(), "state": state, "meta": meta}, path)
+    shape = {"arch": net.arch()} if hasattr(net, "arch") else {"sizes": module_sizes(net), "class": type(net).__name__}
+    return atomic_save({"format": FORMAT, **shape, "state": state, "meta": meta}, path)
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu") -> PlainCNN:
-    """Rebuild the network saved by save_checkpoint; its metadata is in `model.meta`."""
+def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu",
+                    template: torch.nn.Module | None = None) -> torch.nn.Module:
+    """Rebuild the network saved by save_checkpoint; its metadata is in `model.meta`. A network other than the
+    book's kinds is rebuilt from `template` (an instance of its class, at any widths), resized to the saved ones."""
     obj = safe_load(path)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{path}: not a planting-book network checkpoint (expected format {FORMAT!r}, "
                               f"found {found!r})")
+    if "sizes" in obj and template is None:
+        raise CheckpointError(f"{path}: holds a grown {obj.get('class', 'network')}; pass template= an instance of "
+                              f"that class (any widths) to load it")
     try:
-        model = build_network(obj["arch"])  # a PlainCNN, or a registered kind (e.g. a DepthNet)
+        model = build_network(obj["arch"]) if "sizes" not in obj else resized(template, obj["sizes"])
         model.load_state_dict(obj["state"])
     except (KeyError, TypeError, RuntimeError, PlantingError) as err:
         raise CheckpointError(f"{path}: inconsistent checkpoint, its weights do not fit its architecture "
                               f"({type(err).__name__}: {str(err).splitlines()[0]})") from None
-    model.meta = dict(obj.get("meta", {}))
+    meta = obj.get("meta", {})
+    model.meta = dict(meta) if isinstance(meta, dict) else {}
     return model.to(device) if device is not None else model

@@ -14,6 +14,7 @@ the frozen layers before the planted one), so `fused="auto"` uses this path on C
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -30,11 +31,27 @@ from .train import TrainConfig, lr_schedule
 MODES = ("auto", "on", "off")
 
 
-def use_fused(mode: str, device: torch.device, n_candidates: int, cfg: TrainConfig) -> bool:
-    """Whether a round trains its candidates fused: `mode` "on", or "auto" on CUDA; never for one candidate or
-    with augmentation (each candidate would need the teacher live on its own augmented batch)."""
+def fusable(nets: list[torch.nn.Module]) -> str | None:
+    """Why these candidates cannot train fused (None: they can): the union network is the paper's PlainCNN with
+    the same number of channels planted in every candidate."""
+    if not all(isinstance(net, PlantedCNN) for net in nets):
+        return "fused candidates need the paper's PlainCNN with only the new channels training"
+    if len({net.convs[net.planted_layer].new_weight.shape[0] for net in nets}) > 1:
+        return "fused candidates need the same number of new channels in every candidate"
+    return None
+
+
+def use_fused(mode: str, device: torch.device, nets: list[torch.nn.Module], cfg: TrainConfig) -> bool:
+    """Whether a round trains its candidates fused: `mode` "on", or "auto" on CUDA; never for one candidate, with
+    augmentation (each candidate would need the teacher live on its own augmented batch), or for candidates the
+    union network cannot hold (fusable(): then one at a time, with one warning when "on" asked for it)."""
     wanted = mode == "on" or (mode == "auto" and device.type == "cuda")
-    return wanted and n_candidates > 1 and not cfg.augment
+    if not (wanted and len(nets) > 1 and not cfg.augment):
+        return False
+    reason = fusable(nets)
+    if reason and mode == "on":
+        warnings.warn(f"fused='on': {reason}; these candidates train one at a time", stacklevel=2)
+    return reason is None
 
 
 def union_parts(net: PlantedCNN) -> tuple[list[int], dict[str, torch.Tensor], dict[str, torch.Tensor]]:

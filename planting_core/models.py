@@ -91,9 +91,14 @@ class PlainCNN(nn.Module):
         return self.head(self.features(x))
 
 
+NORM_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")  # BatchNorm's, not parameters
+
+
 def count_parameters(model: nn.Module) -> int:
-    """Number of weights and biases, trainable or frozen (frozen ones are buffers in a planted net)."""
-    return sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    """Number of weights and biases, trainable or frozen (frozen ones are buffers in a planted net); BatchNorm's
+    running statistics are not counted."""
+    return sum(p.numel() for p in model.parameters()) + sum(
+        b.numel() for name, b in model.named_buffers() if name.rpartition(".")[2] not in NORM_STATISTICS)
 
 
 def param_count(widths: Sequence[int], layout: str = "cifar", in_channels: int = 3, num_classes: int = 10,

@@ -2,58 +2,19 @@
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .errors import PlantingError
+from .layers import PlantedLayer
 from .models import NUM_CONVS, PlainCNN
+from .site_planting import is_site_planted, merge_site, plant_site
+from .sites import Site
 
 INITS = ("zero", "random")
-
-
-class PlantedLayer(nn.Module):
-    """A conv or linear layer = frozen old weights (buffers) + trainable new weights, concatenated along `dim`.
-
-    dim=0: new output channels (the planted conv: new filters and new biases).
-    dim=1: new input channels (the next layer: new input weights; its bias stays frozen).
-    """
-
-    def __init__(self, layer: nn.Conv2d | nn.Linear, new_weight: torch.Tensor, new_bias: torch.Tensor | None, dim: int):
-        super().__init__()
-        self.is_conv, self.dim = isinstance(layer, nn.Conv2d), dim
-        self.register_buffer("old_weight", layer.weight.detach().clone())  # conv: (C_out, C_in, 3, 3); fc: (out, in)
-        self.register_buffer("old_bias", layer.bias.detach().clone())
-        self.new_weight = nn.Parameter(new_weight)
-        self.new_bias = nn.Parameter(new_bias) if new_bias is not None else None
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The full weight: old and new along `dim`."""
-        return torch.cat([self.old_weight, self.new_weight.to(self.old_weight.dtype)], self.dim)
-
-    @property
-    def bias(self) -> torch.Tensor:
-        """The full bias (old biases, then the new ones for a planted conv)."""
-        if self.new_bias is None:
-            return self.old_bias
-        return torch.cat([self.old_bias, self.new_bias.to(self.old_bias.dtype)])
-
-    def _run(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        return F.conv2d(x, w, b, padding=1) if self.is_conv else F.linear(x, w, b)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Old and new parts computed apart: the old part is exactly the unplanted layer's computation."""
-        if self.dim == 0:  # (B, C_old + k, H, W): old channels, then the new ones
-            return torch.cat([self._run(x, self.old_weight, self.old_bias),
-                              self._run(x, self.new_weight, self.new_bias)], 1)
-        n_old = self.old_weight.shape[1]  # input channels (conv) or input features (fc1) read by the old weights
-        # contiguous slices, laid out as the unplanted layer's input was, so the old part runs the same kernel
-        fmt = torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
-            else torch.contiguous_format
-        old, new = (x[:, :n_old].contiguous(memory_format=fmt), x[:, n_old:].contiguous(memory_format=fmt))
-        return self._run(old, self.old_weight, self.old_bias) + self._run(new, self.new_weight, None)
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -79,8 +40,8 @@ def train_head(model: PlantedCNN) -> PlantedCNN:
 
 
 def is_planted(model: nn.Module) -> bool:
-    """True if the network has planted layers that merge() would fold."""
-    return any(isinstance(m, PlantedLayer) for m in model.modules())
+    """True if the network has planted layers (or frozen BatchNorms) that merge() would fold."""
+    return is_site_planted(model)
 
 
 def check_layer(layer: int) -> int:
@@ -168,31 +129,52 @@ class PlantedCNN(PlainCNN):
         return self.head(self.features(x, layer + 2))
 
 
-def plant(model: PlainCNN, layer: int, channels: int, init: str = "zero",
-          generator: torch.Generator | None = None) -> PlantedCNN:
-    """Return a copy of `model` with `channels` new channels appended to conv `layer` (0-4); only they train.
+def paper_layer(model: PlainCNN, site: int | str | Site) -> int:
+    """The conv index (0-4) that `site` names in a PlainCNN: an int, "convs.2", or a Site whose producer is convs.2."""
+    name = site.producer if isinstance(site, Site) else site
+    if isinstance(name, str):
+        match = re.fullmatch(r"convs\.(\d+)", name)
+        if not match:
+            raise PlantingError(f"a PlainCNN grows at its convolutions, as in the paper: site convs.0 to "
+                                f"convs.{NUM_CONVS - 1} (or layer 0-{NUM_CONVS - 1}), got {name!r}")
+        name = int(match.group(1))
+    return check_layer(name)
 
-    init="zero": new outgoing weights are zero, so the output is unchanged (function-preserving);
-    init="random": they are drawn like the network's He init (the ablation). New filters are always He-random,
-    new biases zero.
-    A planted network is merged first, so planting again freezes the previous round's channels.
+
+def plant(model: nn.Module, site: int | str | Site, channels: int, init: str = "zero",
+          generator: torch.Generator | None = None) -> nn.Module:
+    """Return a copy of `model` with `channels` new channels planted at `site`; only they train.
+
+    A PlainCNN (the paper's network) takes a conv index 0-4 (or "convs.2"); any other network a Site from
+    find_sites(model, example_input) (or one named by hand). init="zero": new outgoing weights are zero, so the
+    output is unchanged (function-preserving); init="random": they are drawn like He init (the ablation). New
+    filters are always He-random, new biases zero. A planted network is merged first, so planting again freezes
+    the previous round's channels.
     """
-    check_layer(layer)
     if not isinstance(channels, int) or isinstance(channels, bool) or channels <= 0:
         raise PlantingError(f"channels must be a positive integer, got {channels!r}")
     if init not in INITS:
         raise PlantingError(f"init must be one of {INITS}, got {init!r}")
-    if not isinstance(model, PlainCNN):
-        raise PlantingError(f"plant() needs a PlainCNN, got {type(model).__name__}")
-    return PlantedCNN(merge(model) if is_planted(model) else model, layer, channels, init, generator)
+    if isinstance(model, PlainCNN):
+        layer = paper_layer(model, site)
+        return PlantedCNN(merge(model) if is_planted(model) else model, layer, channels, init, generator)
+    if not isinstance(model, nn.Module):
+        raise PlantingError(f"plant() needs a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(site, Site):
+        raise PlantingError(f"to plant into a {type(model).__name__}, pass a Site from "
+                            f"find_sites(model, example_input) (or Site(producer=..., consumer=...)), got {site!r}")
+    return plant_site(model, site, channels, init, generator)
 
 
-def merge(model: PlainCNN) -> PlainCNN:
-    """A plain, fully trainable PlainCNN with the same widths and weights as a (planted) network.
+def merge(model: nn.Module) -> nn.Module:
+    """A plain, fully trainable network with the same widths and weights as a (planted) network: a PlainCNN for
+    the paper's networks, else the user's own class with the grown widths.
 
     Its outputs equal the planted network's up to float rounding (one conv per layer instead of an old and a
     new part); a merged network whose planted channels have zero outgoing weights computes the same as before.
     """
+    if not isinstance(model, PlainCNN):
+        return merge_site(model)
     ref = model.convs[0].weight
     out = PlainCNN(**model.arch()).to(device=ref.device, dtype=ref.dtype)
     src_layers = [*model.convs, model.fc1, model.fc2]

@@ -12,6 +12,7 @@ from typing import Iterator
 
 import pandas as pd
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
@@ -25,6 +26,8 @@ from .params import DEFAULTS, check_value, default
 from .fused import fit_fused, use_fused
 from .parallel import candidate_threads, map_concurrently
 from .planting import merge, train_head
+from .site_planting import module_sizes, resized
+from .sites import Site, check_site, find_sites, survey
 from .proposals import PROPOSALS, Candidate
 from .selection import SELECTIONS
 from .stopping import STOP_RULES
@@ -72,7 +75,7 @@ class GrowConfig:
 @dataclass
 class GrowResult:
     """The grown network, the per-candidate history, and why the search stopped."""
-    model: PlainCNN
+    model: nn.Module
     history: pd.DataFrame
     stop_reason: str
 
@@ -102,9 +105,32 @@ def settings_record(cfg: GrowConfig) -> dict:
     return record
 
 
-def history_row(rnd: int, layer: int | None, net: PlainCNN, val: dict, seconds: float, status: str = "ok") -> dict:
-    """One row of the planting history (test columns are filled in for kept networks only)."""
-    row = dict(round=rnd, layer=layer, widths=str(list(net.widths)), params=count_parameters(net),
+def growth_sites(model: nn.Module, example_input: torch.Tensor) -> list[Site]:
+    """Where grow() plants: a PlainCNN's five convolutions (the paper), any other network's find_sites()."""
+    sites = find_sites(model, example_input)
+    if isinstance(model, PlainCNN):
+        return [s for s in sites if s.producer.startswith("convs.")]
+    if not sites:
+        found = survey(model, example_input).refused
+        raise PlantingError(f"{type(model).__name__} has no site to plant at: "
+                            + "; ".join(f"{k}: {v}" for k, v in list(found.items())[:3]))
+    return sites
+
+
+def widths_of(net: nn.Module, sites: list[Site]) -> list[int]:
+    """The network's widths: a PlainCNN's conv widths, else each site's producer's output channels."""
+    if isinstance(net, PlainCNN):
+        return list(net.widths)
+    modules = dict(net.named_modules())
+    return [int(modules[s.producer].weight.shape[0]) for s in sites]
+
+
+def history_row(rnd: int, layer: int | None, net: nn.Module, val: dict, seconds: float, status: str = "ok",
+                widths: list[int] | None = None) -> dict:
+    """One row of the planting history (test columns are filled in for kept networks only); `widths` as
+    widths_of() gives them (default: a PlainCNN's)."""
+    row = dict(round=rnd, layer=layer, widths=str(widths if widths is not None else list(net.widths)),
+               params=count_parameters(net),
                val_loss=val["loss"], val_acc=val["acc"], val_kd=val["kd"], seconds=seconds, chosen=False,
                status=status, test_loss=NAN, test_acc=NAN)
     if "stop_loss" in val:  # stop_split: the loss on the validation half that decides whether to keep growing
@@ -112,14 +138,17 @@ def history_row(rnd: int, layer: int | None, net: PlainCNN, val: dict, seconds: 
     return row
 
 
-def pack(net: PlainCNN) -> dict:
-    """A network as plain tensors and values (for the planting state file)."""
-    return {"arch": net.arch(), "state": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
+def pack(net: nn.Module) -> dict:
+    """A network as plain tensors and values (for the planting state file): a PlainCNN's arch, or any other
+    network's module sizes (module_sizes())."""
+    shape = {"arch": net.arch()} if isinstance(net, PlainCNN) else {"sizes": module_sizes(net)}
+    return {**shape, "state": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
 
 
-def unpack(obj: dict, device: torch.device) -> PlainCNN:
-    """The network that pack() stored, on `device`."""
-    net = PlainCNN(**obj["arch"])
+def unpack(obj: dict, device: torch.device, template: nn.Module | None = None) -> nn.Module:
+    """The network that pack() stored, on `device` (a network other than a PlainCNN is rebuilt from `template`,
+    the initial network, resized)."""
+    net = PlainCNN(**obj["arch"]) if "arch" in obj else resized(template, obj["sizes"])
     net.load_state_dict(obj["state"])
     return to_device(net, device)
 
@@ -127,8 +156,8 @@ def unpack(obj: dict, device: torch.device) -> PlainCNN:
 class CandidateTrainer:
     """Trains candidates of a round, with the teacher's logits computed once for every candidate and round."""
 
-    def __init__(self, teacher: torch.nn.Module, data: Data, cfg: GrowConfig):
-        self.data, self.cfg, self.teacher = data, cfg, teacher
+    def __init__(self, teacher: torch.nn.Module, data: Data, cfg: GrowConfig, sites: list[Site]):
+        self.data, self.cfg, self.teacher, self.sites = data, cfg, teacher, sites
         self.tcfg = replace(cfg.train, progress=False, eval_each_epoch=False)  # validated once, after training
         bs = self.tcfg.eval_batch_size
         # teacher logits once per split (unless augmentation needs the teacher live on each augmented batch)
@@ -147,21 +176,24 @@ class CandidateTrainer:
         stop = evaluate(net, Split(val.x[h:], val.y[h:]), bs, self.val_targets[h:], T)
         return {**choose, "stop_loss": stop["loss"]}
 
-    def train(self, current: PlainCNN, candidates: list[Candidate], rnd: int) -> Iterator[tuple[str, dict]]:
+    def row(self, rnd: int, layer: int | None, net: nn.Module, val: dict, seconds: float, status: str = "ok") -> dict:
+        """history_row() with this search's widths."""
+        return history_row(rnd, layer, net, val, seconds, status, widths_of(net, self.sites))
+
+    def train(self, current: nn.Module, candidates: list[Candidate], rnd: int) -> Iterator[tuple[str, dict]]:
         """Train each candidate; yields (key, {"row": history row, "net": packed network or None}) one by one, in
         candidate order (fused: all of them after one batched training, see fused.py)."""
         built = []  # (candidate, its seed, its network) of those within max_params
         for cand in candidates:
-            seed = self.tcfg.seed * 1_000_003 + rnd * 101 + cand.layer  # each candidate seeded on its own: resumable
-            torch.manual_seed(seed)
+            torch.manual_seed(seed := candidate_seed(self.tcfg.seed, rnd, cand, self.cfg.channels))
             net = cand.build(current, self.cfg.init, torch.Generator().manual_seed(seed))
             if self.cfg.max_params is not None and count_parameters(net) > self.cfg.max_params:
-                yield cand.key, {"row": history_row(rnd, cand.layer, net, FAILED, 0.0, "over max_params"), "net": None}
+                yield cand.key, {"row": self.row(rnd, cand.layer, net, FAILED, 0.0, "over max_params"), "net": None}
                 continue
             built.append((cand, seed, merge(net) if self.cfg.finetune_old else
                           train_head(net) if self.cfg.finetune_head else net))
         plain = not (self.cfg.finetune_old or self.cfg.finetune_head)
-        if plain and use_fused(self.cfg.fused, self.data.train.x.device, len(built), self.tcfg):
+        if plain and use_fused(self.cfg.fused, self.data.train.x.device, [net for _, _, net in built], self.tcfg):
             t0 = time.perf_counter()
             finite = fit_fused([net for _, _, net in built], self.data,
                                [replace(self.tcfg, seed=seed) for _, seed, _ in built], self.targets)
@@ -192,8 +224,15 @@ class CandidateTrainer:
         val = self.validate(net) if trained else FAILED
         status = "ok" if trained and all(math.isfinite(v) for v in val.values()) else "diverged"
         seconds = train_seconds + time.perf_counter() - t0
-        row = history_row(rnd, cand.layer, net, val if status == "ok" else FAILED, seconds, status)
+        row = self.row(rnd, cand.layer, net, val if status == "ok" else FAILED, seconds, status)
         return {"row": row, "net": pack(merge(net)) if status == "ok" else None}
+
+
+def candidate_seed(base: int, rnd: int, cand: Candidate, step: int) -> int:
+    """A candidate's own seed (the same on resume and on every torchrun rank): from the run's seed, the round, its
+    site and, for a size other than the run's `step` channels, that size (the paper's candidates keep the seeds
+    they always had)."""
+    return base * 1_000_003 + rnd * 101 + cand.layer + (0 if cand.channels == step else 7_919 * cand.channels)
 
 
 def no_winner_reason(rows: list[dict], cfg: GrowConfig) -> str:
@@ -208,19 +247,25 @@ def no_winner_reason(rows: list[dict], cfg: GrowConfig) -> str:
             f"{len(rows) - diverged} over max_params={cfg.max_params}")
 
 
-def grow(initial: PlainCNN, teacher: torch.nn.Module, data: Data, cfg: GrowConfig | None = None,
-         out_dir: str | Path | None = None, progress: bool = True) -> GrowResult:
+def grow(initial: nn.Module, teacher: torch.nn.Module, data: Data, cfg: GrowConfig | None = None,
+         out_dir: str | Path | None = None, progress: bool = True, sites: list[Site] | None = None) -> GrowResult:
     """Grow `initial` by planting until the stop rule (or a round or parameter limit) ends it.
 
-    With `out_dir`, the state is written after every candidate (grow_state.pt) and the history as
-    history.csv after every round; rerunning with the same arguments resumes and gives the same history.
+    `initial` is the paper's PlainCNN (grown at its five convolutions) or any network (grown at its sites:
+    find_sites(), or `sites` named by hand). With `out_dir`, the state is written after every candidate
+    (grow_state.pt) and the history as history.csv after every round; rerunning with the same arguments resumes
+    and gives the same history.
     """
     cfg = (cfg or GrowConfig()).check()
     check_pair(initial, teacher)
+    if cfg.finetune_head and not isinstance(initial, PlainCNN):
+        raise PlantingError(f"finetune_head=True trains the paper's PlainCNN classifier (fc1, fc2); a "
+                            f"{type(initial).__name__} has none by those names: use finetune_old or neither")
     dev = data.train.x.device
     to_device(teacher, dev).eval()
+    sites = [check_site(initial, s) for s in sites] if sites else growth_sites(merge(initial), data.train.x[:2].cpu())
     propose, selection, stop_rule = PROPOSALS[cfg.propose], SELECTIONS[cfg.select], STOP_RULES[cfg.stop]
-    trainer = CandidateTrainer(teacher, data, cfg)
+    trainer = CandidateTrainer(teacher, data, cfg, sites)
     state = PlantingState(Path(out_dir) if out_dir else None, cfg, initial, teacher, data, trainer)
     if state.stop_reason:
         return state.result()  # the run had finished: its result as it was
@@ -229,7 +274,7 @@ def grow(initial: PlainCNN, teacher: torch.nn.Module, data: Data, cfg: GrowConfi
         if cfg.max_rounds is not None and state.round > cfg.max_rounds:
             state.stop_reason = f"reached max_rounds={cfg.max_rounds}"
             break
-        pending = [c for c in propose(state.current, state.round, cfg.channels) if c.key not in state.done]
+        pending = [c for c in propose(sites, state.round, cfg.channels) if c.key not in state.done]
         # under torchrun each process trains its share of the candidates; every process gets all the outcomes
         for key, outcome in distributed.shared_map(lambda share: trainer.train(state.current, share, state.round),
                                                    pending, key=lambda cand: cand.key):
@@ -260,7 +305,7 @@ def grow(initial: PlainCNN, teacher: torch.nn.Module, data: Data, cfg: GrowConfi
 class PlantingState:
     """Everything a planting run has done so far, saved after every candidate so that a rerun resumes exactly."""
 
-    def __init__(self, out_dir: Path | None, cfg: GrowConfig, initial: PlainCNN, teacher: torch.nn.Module, data: Data,
+    def __init__(self, out_dir: Path | None, cfg: GrowConfig, initial: nn.Module, teacher: torch.nn.Module, data: Data,
                  trainer: CandidateTrainer):
         self.path = out_dir / "grow_state.pt" if out_dir else None
         self.out_dir, self.data, self.trainer = out_dir, data, trainer
@@ -268,11 +313,12 @@ class PlantingState:
         self.settings = settings_record(replace(cfg, train=trainer.tcfg))
         self.identity = {"initial": fingerprint(initial), "teacher": fingerprint(teacher), "data": data.fingerprint()}
         self.stop_reason = ""
+        self.template = merge(initial)  # what a saved network other than a PlainCNN is rebuilt from (resized)
         if self.path and self.path.exists():
             self._resume(cfg)
         else:
             self.current = to_device(merge(initial), data.train.x.device)
-            self.rows = [history_row(0, None, self.current, trainer.validate(self.current), 0.0)]
+            self.rows = [trainer.row(0, None, self.current, trainer.validate(self.current), 0.0)]
             self._measure_test(self.rows[0])
             self.round, self.done = 1, {}
 
@@ -288,7 +334,7 @@ class PlantingState:
             named = ", ".join(what.get(k, f"{k}") for k in changed)
             raise PlantingError(f"{self.path}: this planting run was started with other settings ({named}); use "
                                 f"another out_dir, or delete {self.path.parent} to start over with these")
-        self.current, self.rows = unpack(state["current"], self.data.train.x.device), state["rows"]
+        self.current, self.rows = unpack(state["current"], self.data.train.x.device, self.template), state["rows"]
         self.round, self.done = state["round"], state["done"]
         # max_rounds only decides when to stop, so it may change on a run in progress (e.g. to cap a long run)
         kept_rounds = max(r["round"] for r in self.rows if r["chosen"])
@@ -309,7 +355,7 @@ class PlantingState:
 
     def keep(self, row: dict, packed: dict) -> None:
         """Make a round's winner the current network (its test metrics recorded for the history only)."""
-        self.current = unpack(packed, self.data.train.x.device)
+        self.current = unpack(packed, self.data.train.x.device, self.template)
         self._measure_test(row)
 
     def next_round(self) -> None:

@@ -1,0 +1,75 @@
+"""More seeds for the study's verdicts (issue 29): students and named conditions grown for extra seeds, resumably.
+
+    python -m tools.verdict_runs --regime 5k --seeds 3-9 --out results/verdict/fashion-mnist-5k
+
+Every network lands in `--out` with the layout of a book run folder (students/, planting/seedN, variants/, study/),
+trained on the same data split and teacher as the regime's book run, so that the seeds can later join that run's
+tables. Each network is load-or-train and each planting run resumes from its grow_state.pt: rerun the same command
+after an interruption. Progress is one line per finished network, with its seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+import planting_core as pc
+
+REGIMES = {  # each regime's parameters, as its book run's study notebook was run (results/<run>/notebooks/06_study)
+    "1k": dict(run="fashion-mnist-1k", subset=1000, val_size=500, max_rounds=50),
+    "5k": dict(run="fashion-mnist-5k", subset=5000),
+    "full": dict(run="fashion-mnist-full", subset=None, plant_epochs=3, max_rounds=10, study_rounds=50),
+}
+CONDITIONS = ["paper", "finetune-old", "train-head", "stop-split"]  # the conditions issue 29 names, cheapest first
+STUDENT_WIDTHS = [8, 16, 32]
+
+
+def seed_list(text: str) -> list[int]:
+    """'3-9' or '3,4,5' -> the seeds."""
+    if "-" in text:
+        lo, hi = (int(v) for v in text.split("-"))
+        return list(range(lo, hi + 1))
+    return [int(v) for v in text.split(",")]
+
+
+def main() -> None:
+    """Train the students, then grow each condition for each seed, into --out."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--regime", choices=sorted(REGIMES), required=True)
+    ap.add_argument("--seeds", type=seed_list, required=True)
+    ap.add_argument("--conditions", nargs="+", default=CONDITIONS, choices=sorted(pc.study.BY_NAME))
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    regime = dict(REGIMES[args.regime])
+    book_run = Path("results") / regime.pop("run")
+    params = pc.with_defaults({"dataset": "fashion-mnist", "progress": False, "device": "cpu", **regime})
+    folder = pc.RunFolder(args.out)
+    folder.root.mkdir(parents=True, exist_ok=True)
+    if not folder.teacher.exists():  # the book run's teacher: the same targets as its seeds 0-2 had
+        shutil.copy2(book_run / "teacher.pt", folder.teacher)
+    data = pc.load_run_data(params, "cpu")
+    teacher = pc.load_or_train(folder.teacher, [params["teacher_width"]] * 5, data, pc.teacher_config(params))
+    t0 = time.perf_counter()
+    pc.train_students(data, STUDENT_WIDTHS, ["ce", "kd"], args.seeds, pc.student_config(params, args.seeds[0]),
+                      teacher, folder.root)
+    print(f"students done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    rounds, reuse = pc.study.study_rounds(params), pc.study.reuses_chapter_runs(params)
+    for name in args.conditions:
+        cond = pc.study.BY_NAME[name]
+        for s in args.seeds:
+            t0 = time.perf_counter()
+            initial = pc.load_or_train(folder.initial(s), params["widths"], data, pc.student_config(params, s), seed=s)
+            cfg = pc.grow_config(params, s, **pc.study.grow_changes(cond, rounds))
+            res = pc.plant_and_save(initial, teacher, data, cfg, pc.study.condition_run(folder, cond, s, reuse),
+                                    progress=False)
+            kept = res.chosen().iloc[-1]
+            print(f"{name} seed {s}: {int(kept['params'])} params, test acc {kept['test_acc']:.4f}, "
+                  f"{res.stop_reason} ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main()
