@@ -1,44 +1,47 @@
-"""planting_core: channel planting (Mitsuno, Nomura, Kurita, ICPR 2020) in a thin PyTorch package."""
-from .checkpoint import atomic_save, fingerprint, load_checkpoint, safe_load, save_checkpoint
-from .configs import grow_config, load_run_data, student_config, teacher_config, with_defaults
-from .data import DATASETS, Data, Split, augment, batches, check_dataset_name, default_root, load_data
-from .device import autocast, pick_device, to_device
-from .distill import ce_loss, kd_loss, kd_losses, teacher_logits
-from .errors import CheckpointError, DataNotFoundError, NonFiniteLossError, PlantingError
-from .fetch import fetch_checkpoints, write_manifest
-from .experiments import growth_settings, load_or_train, plant_and_save, read_history, train_students, training_settings
-from .models import LAYOUTS, NUM_CONVS, PlainCNN, check_widths, count_parameters, param_count
-from .params import DEFAULTS, PAPER_NETWORKS, PARAMS, PROFILES, Param, check_params, check_value, profile_params
-from .planting import PlantedCNN, PlantedLayer, freeze, is_planted, merge, plant, train_head
-from .plots import plot_accuracy_vs_params, plot_comparison, plot_planting_diagram, plot_search, plot_widths
-from .proposals import PROPOSALS, Candidate
-from . import comparison, depthnet, fetch, fused, parallel, projection, pruning, study, tuning
-from .report import METHOD_COLUMNS, SUMMARY_COLUMNS, claims, comparison_points, compute_time, glue, poster_table, result_row, write_method_rows
-from .runfolder import RunFolder
+"""planting_core: channel planting (Mitsuno, Nomura, Kurita, ICPR 2020) in a thin PyTorch package.
+
+The library: find where a network can grow (sites), plant channels there, train them by distillation, and grow a
+network round by round. The book's experiment apparatus (parameter table, run folders, the study, the compared
+methods, plots, the command line and the benchmark) lives in planting_core.book; the speed paths (fused
+candidates, CUDA graphs, threads, torchrun) in planting_core.speed.
+"""
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import Data, Split, load_data
+from .device import pick_device
+from .distill import kd_loss, teacher_logits
+from .errors import CheckpointError, PlantingError
+from .models import PlainCNN, count_parameters, param_count
+from .planting import is_planted, merge, plant
 from .search import GrowConfig, GrowResult, grow
-from .selection import SELECTIONS, Selection
-from .stopping import STOP_RULES
-from .train import FrozenPrefix, TrainConfig, check_pair, evaluate, fit, trainable_parameters
+from .sites import Site, find_sites, survey
+from .train import TrainConfig, evaluate, fit
 
 __version__ = "0.2.0"
 __all__ = [
-    "atomic_save", "fingerprint", "load_checkpoint", "safe_load", "save_checkpoint",
-    "grow_config", "load_run_data", "student_config", "teacher_config", "with_defaults",
-    "DATASETS", "Data", "Split", "augment", "batches", "check_dataset_name", "default_root", "load_data",
-    "autocast", "pick_device", "to_device",
-    "ce_loss", "kd_loss", "kd_losses", "teacher_logits",
-    "CheckpointError", "DataNotFoundError", "NonFiniteLossError", "PlantingError",
-    "fetch_checkpoints", "write_manifest",
-    "growth_settings", "load_or_train", "plant_and_save", "read_history", "train_students", "training_settings",
-    "LAYOUTS", "NUM_CONVS", "PlainCNN", "check_widths", "count_parameters", "param_count",
-    "DEFAULTS", "PAPER_NETWORKS", "PARAMS", "PROFILES", "Param", "check_params", "check_value", "profile_params",
-    "PlantedCNN", "PlantedLayer", "freeze", "is_planted", "merge", "plant", "train_head", "trainable_parameters",
-    "plot_accuracy_vs_params", "plot_comparison", "plot_planting_diagram", "plot_search", "plot_widths",
-    "PROPOSALS", "Candidate",
-    "METHOD_COLUMNS", "SUMMARY_COLUMNS", "claims", "comparison_points", "compute_time", "glue", "poster_table", "result_row", "write_method_rows",
-    "RunFolder", "comparison", "depthnet", "fused", "parallel", "fetch", "projection", "pruning", "study", "tuning",
+    "Site", "find_sites", "survey", "plant", "merge", "is_planted",
+    "PlainCNN", "count_parameters", "param_count",
+    "TrainConfig", "fit", "evaluate", "kd_loss", "teacher_logits",
     "GrowConfig", "GrowResult", "grow",
-    "SELECTIONS", "Selection",
-    "STOP_RULES",
-    "FrozenPrefix", "TrainConfig", "check_pair", "evaluate", "fit", "trainable_parameters",
+    "Data", "Split", "load_data", "pick_device",
+    "save_checkpoint", "load_checkpoint",
+    "PlantingError", "CheckpointError",
 ]
+
+
+def __getattr__(name: str):
+    """The book's notebooks written before the split reach the apparatus as pc.<name> (e.g. pc.RunFolder): such a
+    name is looked up in planting_core.book, which is imported only then. New code imports planting_core.book."""
+    import importlib
+    if name.startswith("__") or name in ("book", "speed"):
+        if name in ("book", "speed"):  # the subpackages themselves, imported on first use
+            return importlib.import_module(f"{__name__}.{name}")
+        raise AttributeError(name)
+    book = importlib.import_module(f"{__name__}.book")
+    try:
+        return getattr(book, name)
+    except AttributeError:
+        raise AttributeError(f"module 'planting_core' has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,6 +1,6 @@
-"""`python -m planting_core`: the main job (see planting_core.run)."""
+"""`python -m planting_core`: the main job (see planting_core.book.run)."""
 import sys
 
-from .run import main
+from .book.run import main
 
 sys.exit(main())

@@ -7,17 +7,19 @@ import pickle
 import shutil
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import pandas as pd
 import torch
 
-from . import distributed
+from .speed import distributed
 from .errors import CheckpointError, PlantingError
 from .hashing import tensor_digest
 from .models import PlainCNN, build_network
 from .planting import is_planted, merge
 from .site_planting import module_sizes, resized
+
+if TYPE_CHECKING:  # pandas is imported by whoever builds a table, not by the library
+    import pandas as pd
 
 FORMAT = "planting-book/1"
 

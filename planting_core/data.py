@@ -15,7 +15,6 @@ from .device import pick_device
 from .errors import DataNotFoundError, PlantingError
 from .hashing import tensor_digest
 from .imagefolder import load_image_folder
-from .params import DEFAULTS
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -228,10 +227,10 @@ def _split_sizes(pool: int, subset: int | None, val_size: int | float) -> tuple[
 
 
 def load_data(name: str = "fashion-mnist", root: str | Path | None = None, subset: int | None = None,
-              val_size: int | float = DEFAULTS["val_size"], seed: int = DEFAULTS["seed"],
+              val_size: int | float = 0.1, seed: int = 0,
               device: str | torch.device | None = None, download: bool = True,
-              image_size: int = DEFAULTS["image_size"], test_subset: int | None = None,
-              skip_bad_images: bool = DEFAULTS["skip_bad_images"]) -> Data:
+              image_size: int = 32, test_subset: int | None = None,
+              skip_bad_images: bool = False) -> Data:
     """Load a dataset by name into train/val/test tensors on `device`, normalised by the training split.
 
     The validation split is drawn (by `seed`) from the original training set, disjoint from the training

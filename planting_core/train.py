@@ -16,14 +16,14 @@ from tqdm.auto import tqdm
 
 warnings.filterwarnings("ignore", category=TqdmWarning)  # no ipywidgets: tqdm.auto falls back to text bars
 
-from . import distributed
+from .speed import distributed
 from .checkpoint import atomic_save, safe_load
 from .data import Data, Split, augment, batches
 from .device import autocast, to_device
 from .distill import ce_loss, kd_loss, teacher_logits
 from .errors import NonFiniteLossError, PlantingError
-from .graphstep import StaticStep, optimizer_momenta, use_graph
-from .params import DEFAULTS, check_value, default
+from .speed.graphstep import StaticStep, optimizer_momenta, use_graph
+from .fields import FIELDS, check_field, default
 
 LOSSES = ("ce", "kd")
 # TrainConfig fields that change only how fast it trains (added later): no saved state or setting records them
@@ -33,7 +33,7 @@ NOT_EVALUATED = {"loss": float("nan"), "acc": float("nan")}  # an epoch that was
 
 @dataclass
 class TrainConfig:
-    """How one network is trained (every choice the paper leaves open); defaults and meanings: planting_core.params."""
+    """How one network is trained (every choice the paper leaves open); defaults and meanings: planting_core.fields."""
     epochs: int = default("epochs")  # passes over the training split
     batch_size: int = default("batch_size")  # images per SGD step
     lr: float = default("lr")  # peak learning rate, reached after the warm-up, then cosine-annealed to 0
@@ -46,7 +46,7 @@ class TrainConfig:
     augment: bool = default("augment")  # random flip + crop on the device (the teacher then runs live)
     flip: bool = default("flip")  # with augment: random horizontal flips
     crop_pad: int = default("crop_pad")  # with augment: zero padding of the random crop, in pixels
-    seed: int = default("seed")  # batch order and augmentation; same seed, same run
+    seed: int = 0  # batch order and augmentation; same seed, same run
     eval_batch_size: int = default("eval_batch_size")  # images per forward pass when evaluating
     cache_frozen: bool = default("cache_frozen")  # frozen prefix computed once, not every epoch (no augmentation)
     cache_bytes: int = default("cache_bytes")  # ...if it fits in this many bytes; else recomputed per batch
@@ -60,7 +60,7 @@ class TrainConfig:
             raise PlantingError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         for name, value in asdict(self).items():
             if name not in ("loss", "seed"):  # seed: candidates derive their own, larger than a user's
-                check_value(name, value)
+                check_field(name, value)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2 ** 40:
             raise PlantingError(f"seed must be an integer from 0 to 2**40 - 1, got {self.seed!r}")
         return self
@@ -81,7 +81,7 @@ class FrozenPrefix(Protocol):
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, batch_size: int = 256, targets: torch.Tensor | None = None,
-             T: float = DEFAULTS["T"]) -> dict[str, float]:
+             T: float = FIELDS["T"].default) -> dict[str, float]:
     """Cross-entropy loss and accuracy of `model` on a split; with teacher logits `targets` (N, K) also "kd"."""
     was_training = model.training
     dev = split.x.device
@@ -111,6 +111,23 @@ def check_pair(student: nn.Module, teacher: nn.Module) -> None:
         if s is not None and t is not None and s != t:
             raise PlantingError(f"teacher and student disagree in {key}: teacher {t}, student {s}; "
                                 f"distillation needs the same classes and input shape")
+
+
+@torch.no_grad()
+def check_forward(model: nn.Module, x: torch.Tensor) -> None:
+    """Run `model` once on two images (evaluation mode: no statistics change), so that a network that cannot take
+    the data fails now with one line, not mid-training with a traceback."""
+    was_training = model.training
+    try:
+        model.eval()(x)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        hint = (" (its forward uses .view() on channels-last images: use .reshape() or torch.flatten(x, 1))"
+                if "view size is not compatible" in first else "")
+        raise PlantingError(f"{type(model).__name__} cannot take this data's images {tuple(x.shape[1:])}{hint}: "
+                            f"{first}") from None
+    finally:
+        model.train(was_training)
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -170,6 +187,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
             to_device(teacher, dev).eval()
         if targets is None and not cfg.augment:
             targets = teacher_logits(teacher, data.train.x, cfg.eval_batch_size)  # (N, K), once per run
+    check_forward(model, data.train.x[:2])
     params = trainable_parameters(model)
     if not params:
         raise PlantingError("this network has no trainable parameters")

@@ -15,29 +15,55 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "planting_core"
 
 
+ENTRY_POINTS = {"__main__", "bench"}  # the package's command-line doors: they hand over to planting_core.book
+
+
+def module_name(path: Path) -> str:
+    """'search', 'book.study', 'speed.fused' for a file of the package."""
+    return ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+
+
 def test_the_library_knows_no_repository_layout():
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         text = path.read_text()
         for marker in ("parents[1]", "notebooks/", "results/", "_toc.yml", "benchmarks/"):
             assert marker not in text, f"{path.name} refers to the repository ({marker!r})"
 
 
 def imports_of(path: Path) -> set[str]:
-    """Modules of planting_core that a module imports, at any depth of its code (local imports too)."""
+    """Modules of planting_core that a module imports, at any depth of its code (local imports too), as dotted names
+    within the package ('checkpoint', 'book.study', 'speed')."""
+    here = module_name(path).split(".")[:-1]  # the module's subpackage, e.g. ['book']
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:
-                found.add(node.module.split(".")[0])
-            elif node.level == 1:
-                found.update(a.name for a in node.names)
-            elif node.module and node.module.startswith("planting_core."):
-                found.add(node.module.split(".")[1])
-    return found - {"__init__"}
+            if node.level:
+                base = here[:len(here) - (node.level - 1)]
+            elif node.module and node.module.startswith("planting_core"):
+                base, node_module = [], node.module.split(".", 1)[1] if "." in node.module else ""
+                found.update(".".join(filter(None, [node_module, a.name])) for a in node.names) if not node_module \
+                    else found.add(node_module)
+                continue
+            else:
+                continue
+            if node.module and ".".join(base + [node.module]) in ("book", "speed"):  # from .speed import fused
+                found.update(".".join(base + [node.module, a.name]) for a in node.names)
+            elif node.module:
+                found.add(".".join(base + [node.module]))
+            else:
+                found.update(".".join(base + [a.name]) for a in node.names)
+    return {m for m in found if m and not m.endswith("__init__")}
+
+
+def library_modules() -> list[Path]:
+    """The library a user imports: the package's own modules and its speed paths, not the book's apparatus."""
+    return [p for p in PACKAGE.rglob("*.py") if not module_name(p).startswith("book")
+            and module_name(p) not in ENTRY_POINTS]
 
 
 def test_the_import_graph_has_no_cycle():
-    graph = {p.stem: imports_of(p) for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__")}
+    graph = {module_name(p): {m for m in imports_of(p) if not m.endswith("__init__")}
+             for p in PACKAGE.rglob("*.py") if p.stem not in ("__init__", "__main__")}
     state: dict[str, str] = {}
 
     def visit(node: str, path: list[str]) -> None:
@@ -51,6 +77,34 @@ def test_the_import_graph_has_no_cycle():
         if node not in state:
             visit(node, [])
     assert "device" in graph["data"] and "train" not in graph["data"]  # the cycle data <-> train is gone
+
+
+def test_the_library_never_imports_the_books_apparatus():
+    for path in library_modules():
+        book = sorted(m for m in imports_of(path) if m == "book" or m.startswith("book."))
+        assert not book, f"{module_name(path)} imports the book's apparatus: {book}"
+
+
+def test_importing_the_library_loads_no_plotting_and_no_pandas_and_exports_only_the_library():
+    code = ("import planting_core, sys; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('matplotlib', 'seaborn', 'pandas')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
+    assert len(pc.__all__) <= 25 and dir(pc) == sorted(pc.__all__)
+    from planting_core import book as pb
+    assert "RunFolder" not in pc.__all__ and pb.RunFolder is pc.RunFolder  # the book's notebooks still reach it
+
+
+def test_the_library_owns_its_defaults_and_the_books_table_agrees():
+    from dataclasses import fields
+    from planting_core import search
+    from planting_core.book.params import DEFAULTS
+    for config in (pc.TrainConfig(), pc.GrowConfig()):
+        for f in fields(config):
+            if f.name in DEFAULTS and f.name not in ("seed", "train"):
+                assert getattr(config, f.name) == DEFAULTS[f.name], f.name
+    assert (search.PLANT_EPOCHS, search.PLANT_LR) == (DEFAULTS["plant_epochs"], DEFAULTS["plant_lr"])
+    assert pc.GrowConfig().train.epochs == DEFAULTS["plant_epochs"]
 
 
 def test_fit_knows_nothing_of_planting():

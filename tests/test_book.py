@@ -134,7 +134,7 @@ def test_at_least_fifteen_exercises(html):
 
 
 def test_the_lab_settings_are_the_quick_profile():
-    from planting_core.params import PROFILES
+    from planting_core.book.params import PROFILES
     text = (ROOT / "book" / "teaching" / "lab.md").read_text()
     block = text.split("```python\n", 1)[1].split("```", 1)[0]
     values: dict = {}

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import planting_core as pc
-from planting_core.depthnet import DepthNet, EmbeddedLoss, attention_map
+from planting_core.book.depthnet import DepthNet, EmbeddedLoss, attention_map
 
 
 def make(data, widths=(4, 6, 5, 3, 7), **kw) -> DepthNet:

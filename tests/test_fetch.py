@@ -10,7 +10,7 @@ import pytest
 
 import planting_core as pc
 from conftest import serve
-from planting_core.fetch import MANIFEST
+from planting_core.book.fetch import MANIFEST
 
 CFG = pc.TrainConfig(epochs=1, lr=0.02, batch_size=32, progress=False)
 

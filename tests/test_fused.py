@@ -4,7 +4,7 @@ import torch
 
 import planting_core as pc
 from conftest import small_cfg
-from planting_core.fused import fit_fused, union_parts
+from planting_core.speed.fused import fit_fused, union_parts
 
 
 @pytest.mark.parametrize("layer", range(5))

@@ -7,7 +7,7 @@ import torch
 
 import planting_core as pc
 from conftest import small_cfg
-from planting_core.parallel import candidate_threads, map_concurrently
+from planting_core.speed.parallel import candidate_threads, map_concurrently
 
 
 def test_how_many_candidates_train_at_once():

@@ -5,7 +5,7 @@ import json
 import pytest
 
 import planting_core as pc
-from planting_core.run import JOB_PARAMS, parse_args
+from planting_core.book.run import JOB_PARAMS, parse_args
 from tools.batch import NOTEBOOK_DIR, notebook_parameters, notebooks
 from tools.sync_params import expected_source, parameters_cell
 

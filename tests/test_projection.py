@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import planting_core as pc
-from planting_core.projection import Guided, HintPenalty, block_sides, choose_pair, joint_loss, layer_pairs
+from planting_core.book.projection import Guided, HintPenalty, block_sides, choose_pair, joint_loss, layer_pairs
 
 CFG = pc.TrainConfig(epochs=1, lr=0.01, batch_size=32, progress=False)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import planting_core as pc
-from planting_core.pruning import (channel_norms, group_sparse_penalty, next_columns, prune, prune_to_budget,
+from planting_core.book.pruning import (channel_norms, group_sparse_penalty, next_columns, prune, prune_to_budget,
                                    removal_scores, sparse_penalty)
 
 

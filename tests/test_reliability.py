@@ -26,7 +26,7 @@ import planting_core as pc
 from conftest import small_cfg, tiny_notebook
 from planting_core.data import DEBIAN_FASHION_MNIST, IDX_FILES
 from planting_core.errors import cli
-from planting_core.run import main as job_main
+from planting_core.book.run import main as job_main
 from tools.batch import run_batch
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -198,3 +198,30 @@ def test_grown_networks_resume_from_their_state(data, teacher, tmp_path):
                       progress=False)
     assert whole.history.drop(columns="seconds").equals(resumed.history.drop(columns="seconds"))
     assert type(resumed.model) is SmallResNet
+
+
+def test_a_network_that_views_channels_last_images_is_told_how_to_fix_it(data):
+    class Viewing(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(4 * 16 * 16, 4)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).view(x.size(0), -1))
+    with pytest.raises(pc.PlantingError, match=r"Viewing cannot take .*use .reshape\(\) or torch.flatten") as err:
+        pc.fit(Viewing(), data, pc.TrainConfig(epochs=1, batch_size=32, progress=False))
+    assert "\n" not in str(err.value)
+
+
+def test_the_readmes_own_network_example_runs(monkeypatch, capsys):
+    import re
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Plant into your own network", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len([line for line in code.splitlines() if line.strip()]) <= 12
+    small = code.replace("subset=5000", "subset=300").replace("epochs=15", "epochs=1").replace("max_rounds=5", "max_rounds=1")
+    assert small != code
+    exec(compile(small, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "Site(producer='0', consumer='4', norm='1', area=1)" in out and "round" in out

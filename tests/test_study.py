@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 import planting_core as pc
-from planting_core.report import student_means
-from planting_core.study import best_student_acc, conditions_table, conditions_view, verdict
+from planting_core.book.report import student_means
+from planting_core.book.study import best_student_acc, conditions_table, conditions_view, verdict
 from tools.book import BOOK_RUNS, run_params
 
 ROOT = Path(__file__).resolve().parents[1]

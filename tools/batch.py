@@ -23,8 +23,8 @@ from typing import Iterator
 from planting_core.data import DATASETS, check_dataset_name
 from planting_core.device import pick_device
 from planting_core.errors import PlantingError, cli
-from planting_core.lock import folder_lock
-from planting_core.params import PROFILES, check_params, profile_params
+from planting_core.book.lock import folder_lock
+from planting_core.book.params import PROFILES, check_params, profile_params
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"

@@ -14,10 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from planting_core.configs import with_defaults
+from planting_core.book.configs import with_defaults
 from planting_core.errors import PlantingError, cli
-from planting_core.fetch import write_manifest
-from planting_core.params import profile_params
+from planting_core.book.fetch import write_manifest
+from planting_core.book.params import profile_params
 from tools.batch import notebooks, run_batch, write_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +34,7 @@ BOOK_RUNS: dict[str, tuple[str, str, dict, list[str] | None]] = {
                                                                   "T2-valkd", "T4-valkd", "T8-valkd", "epochs-30"],
                                                    "sparsity": [1e-5, 1e-4, 1e-3], "ddnn_T": [1.0, 2.0, 4.0],
                                                    "hint_weight": [0.1, 1.0, 10.0], "project_widths": [8, 16]},
-                         ["00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10"]),
+                         ["00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11"]),
     # all 54,000 training images: 3 seeds up to [32] (1 for [64]), 3 epochs per candidate, at most 10 rounds,
     # ablations of 2 rounds; no performance appendix (it is the same machine)
     # the compared methods use the settings tuned on 5,000 images (one value each: no second tuning here)
@@ -142,7 +142,7 @@ def results_markdown() -> str:
     import pandas as pd
 
     from planting_core import poster_table
-    from planting_core.study import conditions_view as study_view
+    from planting_core.book.study import conditions_view as study_view
     parts = []
     for run in BOOK_RUNS:
         path = ROOT / "results" / run / "summary.csv"

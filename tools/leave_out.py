@@ -15,7 +15,7 @@ from pathlib import Path
 
 from planting_core.checkpoint import load_checkpoint
 from planting_core.errors import PlantingError
-from planting_core.runfolder import LEFT_OUT, read_left_out
+from planting_core.book.runfolder import LEFT_OUT, read_left_out
 
 
 def training_seconds(path: Path) -> float:

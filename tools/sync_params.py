@@ -1,4 +1,4 @@
-"""Rewrite every notebook's `parameters` cell from the parameter table (planting_core.params): same names, the
+"""Rewrite every notebook's `parameters` cell from the parameter table (planting_core.book.params): same names, the
 table's defaults and meanings. tests/test_notebooks.py checks that the cells agree with the table.
 
     python -m tools.sync_params
@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from planting_core.params import PARAMS
+from planting_core.book.params import PARAMS
 from tools.batch import NOTEBOOK_DIR, notebooks, write_notebook
 
 

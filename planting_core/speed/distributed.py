@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 import torch
 import torch.distributed as dist
 
-from .errors import PlantingError
+from ..errors import PlantingError
 
 T = TypeVar("T")
 

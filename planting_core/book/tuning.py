@@ -10,8 +10,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .checkpoint import write_csv
-from .models import count_parameters
+from ..checkpoint import write_csv
+from ..models import count_parameters
 
 SWEEP_COLUMNS = ["kind", "condition", "seed", "varied", "settings", "rounds", "widths", "params", "val_loss", "val_acc",
                  "test_acc", "candidates", "seconds", "stop_reason"]

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .checkpoint import load_checkpoint
+from ..checkpoint import load_checkpoint
 from .report import mean_std_text, student_means
 from .runfolder import RunFolder
 from .configs import teacher_config
-from .search import GrowResult
-from .train import TrainConfig
+from ..search import GrowResult
+from ..train import TrainConfig
 from .tuning import SWEEP_COLUMNS, network_row
 
 MAX_ROUNDS = 50  # the budget of every run: at most this many planting rounds (200 channels at 4 per step)

@@ -10,10 +10,10 @@ from typing import Any, Mapping
 
 import torch
 
-from .data import Data, load_data
+from ..data import Data, load_data
 from .params import DEFAULTS, check_params
-from .search import GrowConfig
-from .train import TrainConfig
+from ..search import GrowConfig
+from ..train import TrainConfig
 
 # TrainConfig fields that a parameter of the same name sets directly (epochs, lr and seed depend on the network)
 _SHARED_TRAIN_FIELDS = [f.name for f in fields(TrainConfig) if f.name in DEFAULTS and f.name not in ("epochs", "seed")]

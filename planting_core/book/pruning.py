@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import fingerprint, write_csv
-from .data import Data
+from ..checkpoint import fingerprint, write_csv
+from ..data import Data
 from .experiments import load_or_train
-from .models import NUM_CONVS, PlainCNN, param_count
-from .train import TrainConfig
+from ..models import NUM_CONVS, PlainCNN, param_count
+from ..train import TrainConfig
 
 EPS = 1e-12  # keeps the gradient of a norm finite at zero
 SAMPLES = 256  # random training images that score a channel's removal

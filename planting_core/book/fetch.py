@@ -16,8 +16,8 @@ from typing import Any, Mapping
 
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_write, write_json
-from .errors import PlantingError
+from ..checkpoint import atomic_write, write_json
+from ..errors import PlantingError
 from .runfolder import RunFolder
 
 FORMAT = "planting-book-checkpoints/1"

@@ -13,15 +13,15 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from . import distributed
-from .checkpoint import fingerprint, load_checkpoint, save_checkpoint, write_csv
-from .data import Data
-from .errors import PlantingError
-from .models import PlainCNN
+from ..speed import distributed
+from ..checkpoint import fingerprint, load_checkpoint, save_checkpoint, write_csv
+from ..data import Data
+from ..errors import PlantingError
+from ..models import PlainCNN
 from .report import SUMMARY_COLUMNS, result_row
 from .runfolder import RunFolder
-from .search import LATER_FIELDS, GrowConfig, GrowResult, grow, settings_record
-from .train import TRAIN_SPEED_FIELDS, TrainConfig, evaluate, fit
+from ..search import LATER_FIELDS, GrowConfig, GrowResult, grow, settings_record
+from ..train import TRAIN_SPEED_FIELDS, TrainConfig, evaluate, fit
 
 # TrainConfig fields that do not change what is learnt (progress bars, evaluation batch size, caching, graphs)
 NOT_LEARNING = {"progress", "eval_batch_size", "eval_each_epoch", "cache_frozen", "cache_bytes", *TRAIN_SPEED_FIELDS}
@@ -57,8 +57,8 @@ def load_or_train(path: str | Path, widths: list[int] | None, data: Data, cfg: T
     wanted = {**training_settings(cfg), "widths": None if widths is None else list(widths), "data": data.describe(),
               "teacher": None if teacher is None else fingerprint(teacher), **(origin or {}),
               **({"penalty": repr(penalty)} if penalty is not None else {})}
-    if path.exists():
-        net = load_checkpoint(path, device=dev)
+    if path.exists():  # a network of the user's own class is rebuilt from the one start() makes
+        net = load_checkpoint(path, device=dev, template=None if start is None else start())
         _refuse_if_changed(path, net.meta.get("settings", {}), wanted)
         return net
     if RunFolder.is_left_out(path) and distributed.is_main():
@@ -69,12 +69,12 @@ def load_or_train(path: str | Path, widths: list[int] | None, data: Data, cfg: T
     state = path.with_name(path.stem + ".state.pt")
     hist = fit(net, data, cfg, teacher=teacher, checkpoint=state, desc=desc, data_parallel=True, penalty=penalty)
     test = evaluate(net, data.test, cfg.eval_batch_size)
-    save_checkpoint(net, path, widths=list(net.widths), loss_fn=cfg.loss, seed=seed, epochs=cfg.epochs,
+    save_checkpoint(net, path, widths=list(getattr(net, "widths", None) or widths or []), loss_fn=cfg.loss, seed=seed, epochs=cfg.epochs,
                     test_loss=test["loss"], test_acc=test["acc"], history=hist, settings=wanted, **meta)
     distributed.barrier()  # under torchrun: rank 0 has written it; every process loads the same file
     if distributed.is_main():
         state.unlink(missing_ok=True)
-    return load_checkpoint(path, device=dev)
+    return load_checkpoint(path, device=dev, template=net)
 
 
 def train_students(data: Data, student_widths: list[int], losses: list[str], seeds: list[int], cfg: TrainConfig,
@@ -104,7 +104,7 @@ def growth_settings(cfg: GrowConfig, initial: PlainCNN, teacher: PlainCNN, data:
             "data": data.fingerprint()}
 
 
-def plant_and_save(initial: PlainCNN, teacher: PlainCNN, data: Data, cfg: GrowConfig, out_dir: str | Path,
+def plant_and_save(initial: torch.nn.Module, teacher: PlainCNN, data: Data, cfg: GrowConfig, out_dir: str | Path,
                    progress: bool = True) -> GrowResult:
     """Load-or-grow: the planting run in out_dir (history.csv, planted.pt), grown (resumably) if not there yet.
 
@@ -115,7 +115,7 @@ def plant_and_save(initial: PlainCNN, teacher: PlainCNN, data: Data, cfg: GrowCo
     wanted = growth_settings(cfg, initial, teacher, data)
     path, history = RunFolder.planted(out_dir), RunFolder.history(out_dir)
     if path.exists() and history.exists():
-        saved = load_checkpoint(path, device=data.train.x.device)
+        saved = load_checkpoint(path, device=data.train.x.device, template=initial)
         # a later field is absent from runs saved at its default: compare with the default filled in on both sides
         _refuse_if_changed(out_dir, {**LATER_FIELDS, **saved.meta.get("settings", {})}, {**LATER_FIELDS, **wanted},
                            what="grown")

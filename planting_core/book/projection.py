@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import fingerprint, write_csv
-from .data import Data
+from ..checkpoint import fingerprint, write_csv
+from ..data import Data
 from .experiments import load_or_train
-from .models import LAYOUTS, NUM_CONVS, PlainCNN
-from .train import TrainConfig, fit
+from ..models import LAYOUTS, NUM_CONVS, PlainCNN
+from ..train import TrainConfig, fit
 
 
 def block_sides(net: PlainCNN) -> list[int]:

@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
-from .data import Data
-from .device import autocast
+from ..data import Data
+from ..device import autocast
 from .graphstep import StaticStep, use_graph
-from .distill import kd_losses
-from .models import NUM_CONVS, PlainCNN
-from .planting import PlantedCNN, PlantedLayer, merge
-from .train import TrainConfig, lr_schedule
+from ..distill import kd_losses
+from ..models import NUM_CONVS, PlainCNN
+from ..planting import PlantedCNN, PlantedLayer, merge
+from ..train import TrainConfig, lr_schedule
 
 MODES = ("auto", "on", "off")
 

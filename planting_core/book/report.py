@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .checkpoint import load_checkpoint
-from .models import PlainCNN, count_parameters
+from ..checkpoint import load_checkpoint
+from ..models import PlainCNN, count_parameters
 from .runfolder import LEFT_OUT, RunFolder
 from .tuning import replace_rows
 

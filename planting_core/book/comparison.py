@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .checkpoint import load_checkpoint
-from .errors import PlantingError
-from .models import count_parameters
+from ..checkpoint import load_checkpoint
+from ..errors import PlantingError
+from ..models import count_parameters
 from .report import METHOD_COLUMNS
 from .runfolder import RunFolder
 

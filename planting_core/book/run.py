@@ -9,16 +9,16 @@ import ast
 import contextlib
 from typing import Any
 
-from . import distributed
-from .checkpoint import write_json
+from ..speed import distributed
+from ..checkpoint import write_json
 from .configs import grow_config, load_run_data, student_config, teacher_config, with_defaults
-from .device import pick_device
-from .errors import PlantingError, cli
+from ..device import pick_device
+from ..errors import PlantingError, cli
 from .experiments import load_or_train, plant_and_save
-from .models import count_parameters
+from ..models import count_parameters
 from .params import PARAMS, check_value
 from .runfolder import RunFolder
-from .search import GrowConfig
+from ..search import GrowConfig
 
 # the parameters of the main job, in the order --help lists them (each option's default and help: the table)
 JOB_PARAMS = ["dataset", "data_root", "subset", "val_size", "image_size", "skip_bad_images", "seed", "device",
