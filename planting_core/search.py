@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -30,7 +31,7 @@ from .sites import Site, check_site, find_sites, survey
 from .proposals import PROPOSALS, Candidate
 from .selection import SELECTIONS
 from .stopping import STOP_RULES
-from .train import TRAIN_SPEED_FIELDS, TrainConfig, check_pair, evaluate, fit
+from .train import TRAIN_SPEED_FIELDS, TrainConfig, check_pair, evaluate, fit, warn_if_collapsed
 
 
 PLANT_EPOCHS, PLANT_LR = 10, 0.03  # a candidate's training by default (10 epochs beat 3 on validation loss, 5k images)
@@ -200,12 +201,17 @@ class CandidateTrainer:
         plain = not (self.cfg.finetune_old or self.cfg.finetune_head)
         if plain and use_fused(self.cfg.fused, self.data.train.x.device, [net for _, _, net in built], self.tcfg):
             t0 = time.perf_counter()
-            finite = fit_fused([net for _, _, net in built], self.data,
-                               [replace(self.tcfg, seed=seed) for _, seed, _ in built], self.targets)
-            seconds = (time.perf_counter() - t0) / len(built)  # the batched training's time, shared out
-            for (cand, _, net), ok in zip(built, finite):
-                yield cand.key, self._outcome(rnd, cand, net, ok, seconds)
-            return
+            try:  # fit_fused writes into the candidates only when it has finished: a failure leaves them untouched
+                finite = fit_fused([net for _, _, net in built], self.data,
+                                   [replace(self.tcfg, seed=seed) for _, seed, _ in built], self.targets)
+            except RuntimeError as err:
+                warnings.warn(f"fused candidates failed on {self.data.train.x.device} ({str(err).splitlines()[0]}); "
+                              f"training them one at a time", stacklevel=2)
+            else:
+                seconds = (time.perf_counter() - t0) / len(built)  # the batched training's time, shared out
+                for (cand, _, net), ok in zip(built, finite):
+                    yield cand.key, self._outcome(rnd, cand, net, ok, seconds)
+                return
         # on a CPU, several candidates at once, one thread each (parallel.py), sharing the frozen-prefix memory budget
         threads = candidate_threads(self.cfg.candidate_threads, self.data.train.x.device)
         tcfg = replace(self.tcfg, cache_bytes=self.tcfg.cache_bytes // min(threads, max(1, len(built))))
@@ -215,7 +221,7 @@ class CandidateTrainer:
             t0 = time.perf_counter()
             try:
                 fit(net, self.data, replace(tcfg, seed=seed), teacher=self.teacher, targets=self.targets,
-                    desc=f"round {rnd} {cand.key}")
+                    desc=f"round {rnd} {cand.key}", warn_collapse=False)  # grow warns about the initial network
                 ok = True
             except NonFiniteLossError:  # this candidate is dropped and reported; the others go on
                 ok = False
@@ -324,6 +330,9 @@ class PlantingState:
         else:
             self.current = to_device(merge(initial), data.train.x.device)
             self.rows = [trainer.row(0, None, self.current, trainer.validate(self.current), 0.0)]
+            revive = "it may not revive it" if cfg.finetune_old else "planting trains only new channels and cannot revive it"
+            warn_if_collapsed(self.rows[0]["val_acc"], data.val, "the initial network", f"{revive}: train the initial "
+                              f"network again (another seed, a lower learning rate or a longer warm-up)")
             self._measure_test(self.rows[0])
             self.round, self.done = 1, {}
 

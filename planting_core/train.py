@@ -165,7 +165,8 @@ def lr_schedule(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float
 
 def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | None = None,
         targets: torch.Tensor | None = None, checkpoint: str | Path | None = None, desc: str = "train",
-        data_parallel: bool = False, penalty: Callable[[nn.Module], torch.Tensor] | None = None) -> list[dict]:
+        data_parallel: bool = False, penalty: Callable[[nn.Module], torch.Tensor] | None = None,
+        warn_collapse: bool = True) -> list[dict]:
     """Train the trainable parameters of `model` (those with requires_grad; a FrozenPrefix trains through its
     own fast path).
 
@@ -290,4 +291,20 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
                          "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
                          "history": history}, checkpoint)
     bar.close()
+    if history and warn_collapse:
+        warn_if_collapsed(history[-1]["val_acc"], data.val, desc, f"lower the learning rate (now {cfg.lr}), "
+                          f"lengthen the warm-up (now {cfg.warmup} epochs) or try another seed")
     return history
+
+
+def warn_if_collapsed(val_acc: float, val: Split, what: str, advice: str) -> bool:
+    """One warning line if a network is no better on validation than always guessing the most common class (a
+    collapsed network, e.g. a narrow plain one whose ReLUs all died), with `advice`; returns whether it warned."""
+    if not len(val) or val_acc != val_acc:
+        return False
+    majority = torch.bincount(val.y).max().item() / len(val)
+    if val_acc > majority + 1e-9:
+        return False
+    warnings.warn(f"{what}: validation accuracy {val_acc:.1%} is no better than always guessing one class "
+                  f"({majority:.1%}): the network collapsed; {advice}", stacklevel=3)
+    return True

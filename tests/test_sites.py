@@ -225,3 +225,45 @@ def test_the_readmes_own_network_example_runs(monkeypatch, capsys):
     exec(compile(small, "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "Site(producer='0', consumer='4', norm='1', area=1)" in out and "round" in out
+
+
+def test_a_failing_fused_step_falls_back_to_one_at_a_time_with_one_warning(data, teacher, initial, monkeypatch):
+    off = pc.grow(initial, teacher, data, small_cfg(max_rounds=1, fused="off"), progress=False)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore detail")
+    monkeypatch.setattr(pc.search, "fit_fused", broken)
+    with pytest.warns(UserWarning, match=r"fused candidates failed on cpu \(CUDA error: an illegal memory access") as w:
+        on = pc.grow(initial, teacher, data, small_cfg(max_rounds=1, fused="on"), progress=False)
+    assert len([x for x in w if "fused" in str(x.message)]) == 1  # one round: one warning
+    assert off.history.drop(columns="seconds").equals(on.history.drop(columns="seconds"))
+
+
+def test_a_failing_graph_capture_falls_back_to_eager_steps_with_one_warning(data):
+    from planting_core.speed.graphstep import StaticStep, optimizer_momenta
+    runs = {}
+    for capture in (False, True):  # on a CPU the capture fails at once (no CUDA stream): eager steps instead
+        torch.manual_seed(0)
+        net = pc.PlainCNN([4] * 5, **data.model_kwargs())
+        params = list(net.parameters())
+        opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+        step = StaticStep(lambda inputs, y, t: (nn.functional.cross_entropy(net(inputs[0]), y),) * 2, params,
+                          optimizer_momenta(opt), 0.9, 0.0, capture=capture)
+        with __import__("warnings").catch_warnings(record=True) as caught:
+            __import__("warnings").simplefilter("always")
+            for i in range(0, 96, 32):
+                step((data.train.x[i:i + 32],), data.train.y[i:i + 32], None, 0.1)
+        runs[capture] = ([p.detach().clone() for p in params], [str(c.message) for c in caught])
+    assert runs[False][1] == [] and len(runs[True][1]) == 1 and "training goes on with eager steps" in runs[True][1][0]
+    assert all(torch.equal(a, b) for a, b in zip(runs[False][0], runs[True][0]))
+
+
+def test_a_collapsed_network_is_named_in_one_warning_line(data):
+    net = pc.PlainCNN([4] * 5, **data.model_kwargs())
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()  # every ReLU dead: the network predicts one class
+    with pytest.warns(UserWarning, match=r"collapse: .*no better than always guessing one class.*lower the learning"):
+        pc.fit(net, data, pc.TrainConfig(epochs=1, batch_size=32, progress=False), desc="collapse")
+    with pytest.warns(UserWarning, match=r"the initial network: .*collapsed; planting .* cannot revive it"):
+        pc.grow(net, net, data, small_cfg(max_rounds=1), progress=False)

@@ -9,6 +9,7 @@ the same static step eagerly: that is how the CPU tests check it against the eag
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Sequence
 
 import torch
@@ -88,6 +89,16 @@ class StaticStep:
         self.lr.fill_(lr)
         if not self.capture:
             return self.run(inputs, y, t)
+        try:
+            return self.graph_step(inputs, y, t)
+        except RuntimeError as err:  # capture or replay failed on this device: eager steps from here on, same update
+            warnings.warn(f"CUDA graph step failed ({str(err).splitlines()[0]}); training goes on with eager steps",
+                          stacklevel=2)
+            self.capture, self.graph, self.static = False, None, None
+            return self.run(inputs, y, t)
+
+    def graph_step(self, inputs: Sequence[torch.Tensor], y: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+        """The step through the CUDA graph: warm-up steps on a side stream, then capture once, then replays."""
         if self.static is None:
             self.static = (tuple(x.clone() for x in inputs), y.clone(), None if t is None else t.clone())
         for buf, new in zip((*self.static[0], self.static[1], self.static[2]), (*inputs, y, t)):
