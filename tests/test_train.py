@@ -126,6 +126,10 @@ def test_retraining_a_left_out_network_says_so(data, tmp_path, capsys):
     assert "gone.pt was left out of the published run folder" in capsys.readouterr().out
     pc.load_or_train(tmp_path / "gone.pt", [4] * 5, data, cfg)  # now on disk: loaded, nothing to say
     assert "left out" not in capsys.readouterr().out
+    (tmp_path / "left-out.csv").write_text("file,seconds,commit\nheld.pt,3.0,0123456789abcdef0123\n")
+    pc.load_or_train(tmp_path / "held.pt", [4] * 5, data, cfg)
+    out = capsys.readouterr().out
+    assert "the original is in commit 0123456789ab" in out and "within seed noise, not exactly" in out
 
 
 def test_augmented_kd_runs_the_teacher_live_and_plants(data, teacher, monkeypatch):

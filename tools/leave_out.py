@@ -2,7 +2,8 @@
 
     python -m tools.leave_out results/fashion-mnist-1k/students/w64-*.pt
 
-Each file is listed in a left-out.csv beside it with its training seconds (compute_time still counts it, and the
+Each file is listed in a left-out.csv beside it with its training seconds and the commit that holds it (compute_time
+still counts it, git show <commit>:<path> restores it, and the
 run's manifest no longer publishes it) and in a .gitignore there (git stops tracking it; the file stays here).
 A notebook that needs a left-out network trains it again (load-or-train), and prints a line saying so.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from planting_core.checkpoint import load_checkpoint
 from planting_core.errors import PlantingError
-from planting_core.book.runfolder import LEFT_OUT, read_left_out
+from planting_core.book.runfolder import LEFT_OUT, left_out_rows
 
 
 def training_seconds(path: Path) -> float:
@@ -23,13 +24,35 @@ def training_seconds(path: Path) -> float:
     return float(sum(e["seconds"] for e in load_checkpoint(path).meta.get("history", [])))
 
 
-def add_rows(table: Path, rows: dict[str, float]) -> None:
-    """Add (or update) file -> seconds rows of a left-out.csv."""
-    known = {**read_left_out(table), **rows}
+def git(*args: str) -> tuple[int, str]:
+    """Run git; (exit code, stdout), (1, "") when git cannot run here."""
+    try:
+        proc = subprocess.run(["git", *args], capture_output=True, text=True)
+    except OSError:
+        return 1, ""
+    return (proc.returncode, proc.stdout.strip()) if proc is not None else (1, "")
+
+
+def holding_commit(path: Path) -> str:
+    """The commit (HEAD) whose tree holds `path` as it is now, or '' if git does not hold it there."""
+    code, head = git("rev-parse", "HEAD")
+    if code or git("diff", "--quiet", "HEAD", "--", str(path))[0]:
+        return ""  # not a repository, or the file differs from (or is missing in) HEAD
+    try:
+        inside = path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:  # outside the repository
+        return ""
+    return head if git("cat-file", "-e", f"HEAD:{inside}")[0] == 0 else ""
+
+
+def add_rows(table: Path, rows: dict[str, tuple[float, str]]) -> None:
+    """Add (or update) file -> (seconds, commit holding the original) rows of a left-out.csv."""
+    known = {name: (float(r["seconds"]), r["commit"]) for name, r in left_out_rows(table).items()}
+    known.update(rows)
     with open(table, "w", newline="") as f:
         out = csv.writer(f)
-        out.writerow(["file", "seconds"])
-        out.writerows(sorted(known.items()))
+        out.writerow(["file", "seconds", "commit"])
+        out.writerows([name, seconds, commit] for name, (seconds, commit) in sorted(known.items()))
 
 
 def add_ignored(gitignore: Path, names: list[str]) -> None:
@@ -46,11 +69,11 @@ def leave_out(paths: list[Path]) -> None:
         raise PlantingError(f"not a checkpoint file (.pt): {', '.join(missing)}")
     by_folder: dict[Path, dict[str, float]] = {}
     for path in paths:
-        by_folder.setdefault(path.parent, {})[path.name] = training_seconds(path)
+        by_folder.setdefault(path.parent, {})[path.name] = (training_seconds(path), holding_commit(path))
     for folder, rows in by_folder.items():
         add_rows(folder / LEFT_OUT, rows)
         add_ignored(folder / ".gitignore", sorted(rows))
-        print(f"{folder}: {len(rows)} left out ({sum(rows.values()) / 60:.1f} min of training recorded)")
+        print(f"{folder}: {len(rows)} left out ({sum(s for s, _ in rows.values()) / 60:.1f} min of training recorded)")
     subprocess.run(["git", "rm", "--cached", "--quiet", "--ignore-unmatch", *map(str, paths)], check=True)
 
 

@@ -19,7 +19,7 @@ from ..data import Data
 from ..errors import PlantingError
 from ..models import PlainCNN
 from .report import SUMMARY_COLUMNS, result_row
-from .runfolder import RunFolder
+from .runfolder import LEFT_OUT, RunFolder, left_out_rows
 from ..search import LATER_FIELDS, GrowConfig, GrowResult, grow, settings_record
 from ..train import TRAIN_SPEED_FIELDS, TrainConfig, evaluate, fit
 
@@ -62,8 +62,11 @@ def load_or_train(path: str | Path, widths: list[int] | None, data: Data, cfg: T
         _refuse_if_changed(path, net.meta.get("settings", {}), wanted)
         return net
     if RunFolder.is_left_out(path) and distributed.is_main():
-        print(f"{path.name} was left out of the published run folder (left-out.csv): training it again here (on other "
-              "hardware or thread counts its accuracy can differ from the one in the published tables)", flush=True)
+        commit = left_out_rows(path.parent / LEFT_OUT).get(path.name, {}).get("commit")
+        origin = f"; the original is in commit {commit[:12]} of the book's repository" if commit else ""
+        print(f"{path.name} was left out of the published run folder (left-out.csv{origin}): training it again here "
+              "(retraining reproduces it within seed noise, not exactly: on other hardware or thread counts its "
+              "accuracy differs from the one in the published tables)", flush=True)
     torch.manual_seed(seed)
     net = (start() if start is not None else PlainCNN(widths, **data.model_kwargs())).to(dev)
     state = path.with_name(path.stem + ".state.pt")

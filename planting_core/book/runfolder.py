@@ -42,10 +42,16 @@ class StudentFile:
 
 def read_left_out(table: Path) -> dict[str, float]:
     """A left-out.csv as file name -> training seconds ({} if there is none)."""
+    return {name: float(row["seconds"]) for name, row in left_out_rows(table).items()}
+
+
+def left_out_rows(table: Path) -> dict[str, dict[str, str]]:
+    """A left-out.csv's rows by file name: seconds, and the commit whose tree holds the original file ('' if none
+    does: it was never committed)."""
     if not table.exists():
         return {}
     with open(table, newline="") as f:
-        return {row["file"]: float(row["seconds"]) for row in csv.DictReader(f)}
+        return {row["file"]: {"seconds": row["seconds"], "commit": row.get("commit") or ""} for row in csv.DictReader(f)}
 
 
 class RunFolder:
