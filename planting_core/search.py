@@ -26,6 +26,7 @@ from .fields import check_field, default
 from .speed.fused import fit_fused, use_fused
 from .speed.parallel import candidate_threads, map_concurrently
 from .planting import merge, train_head
+from .prefix import site_prefix
 from .site_planting import module_sizes, resized
 from .sites import Site, check_site, find_sites, survey
 from .proposals import PROPOSALS, Candidate
@@ -212,6 +213,8 @@ class CandidateTrainer:
                 for (cand, _, net), ok in zip(built, finite):
                     yield cand.key, self._outcome(rnd, cand, net, ok, seconds)
                 return
+        for _, _, net in built:  # traced here, on the main thread: tracing is not safe beside concurrent training
+            site_prefix(net)
         # on a CPU, several candidates at once, one thread each (parallel.py), sharing the frozen-prefix memory budget
         threads = candidate_threads(self.cfg.candidate_threads, self.data.train.x.device)
         tcfg = replace(self.tcfg, cache_bytes=self.tcfg.cache_bytes // min(threads, max(1, len(built))))

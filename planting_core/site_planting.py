@@ -66,7 +66,8 @@ def is_site_planted(model: nn.Module) -> bool:
 
 def merge_site(model: nn.Module) -> nn.Module:
     """A plain copy of a planted network: the user's class, the grown widths, every weight trainable, same outputs."""
-    net = copy.deepcopy(model)
+    split = model.__dict__.get("_site_prefix")  # the frozen-prefix split (prefix.py) is not copied
+    net = copy.deepcopy(model, {id(split): None} if split is not None else None)
     swapped: list[str] = []  # modules replaced so far: their own submodules (GrownNorm's old part) go with them
     for name, module in list(net.named_modules()):
         if isinstance(module, (PlantedLayer, FrozenNorm, GrownNorm)) and not any(name.startswith(f"{s}.") for s in swapped):
@@ -75,6 +76,7 @@ def merge_site(model: nn.Module) -> nn.Module:
     for p in net.parameters():
         p.requires_grad_(True)
     net.__dict__.pop("planted_site", None)
+    net.__dict__.pop("_site_prefix", None)  # the planted network's frozen-prefix split (prefix.py)
     return net
 
 

@@ -24,6 +24,7 @@ from .distill import ce_loss, kd_loss, teacher_logits
 from .errors import NonFiniteLossError, PlantingError
 from .speed.graphstep import StaticStep, optimizer_momenta, use_graph
 from .fields import FIELDS, check_field, default
+from .prefix import site_prefix
 
 LOSSES = ("ce", "kd")
 # TrainConfig fields that change only how fast it trains (added later): no saved state or setting records them
@@ -208,20 +209,21 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
         history, first = state["history"], state["epoch"] + 1
     # a network with a frozen prefix (e.g. a planted one) computes it without autograd: once for all epochs if
     # no augmentation and it fits, else per batch
-    split = isinstance(model, FrozenPrefix)
-    cache = _prefix_cache(model, data.train.x, cfg) if split and cfg.cache_frozen and not cfg.augment else None
+    frozen = model if isinstance(model, FrozenPrefix) else site_prefix(model)  # a network planted at a site: traced
+    split = frozen is not None
+    cache = _prefix_cache(frozen, data.train.x, cfg) if split and cfg.cache_frozen and not cfg.augment else None
     n_train = len(data.train)
     # under torchrun: each process a shard of every batch; DDP averages the gradients over the processes
     parallel = data_parallel and distributed.active() and not split
     net = distributed.wrap(model) if parallel else model
     regularise = penalty or (lambda m: 0.0)
-    forward = model.forward_from_prefix if split else net  # (what inputs_of gives) -> (B, K) logits
+    forward = frozen.forward_from_prefix if split else net  # (what inputs_of gives) -> (B, K) logits
 
     def inputs_of(idx: torch.Tensor, xb: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """forward's inputs for a batch: the cached frozen prefix, the prefix computed now, or the images."""
         if cache is not None:
             return tuple(c[idx] for c in cache)
-        return model.frozen_prefix(xb) if split else (xb,)
+        return frozen.frozen_prefix(xb) if split else (xb,)
 
     def batch_loss(logits: torch.Tensor, yb: torch.Tensor, tb: torch.Tensor | None) -> torch.Tensor:
         return kd_loss(logits, tb, cfg.T, yb, cfg.alpha) if cfg.loss == "kd" else ce_loss(logits, yb)

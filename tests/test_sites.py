@@ -267,3 +267,27 @@ def test_a_collapsed_network_is_named_in_one_warning_line(data):
         pc.fit(net, data, pc.TrainConfig(epochs=1, batch_size=32, progress=False), desc="collapse")
     with pytest.warns(UserWarning, match=r"the initial network: .*collapsed; planting .* cannot revive it"):
         pc.grow(net, net, data, small_cfg(max_rounds=1), progress=False)
+
+
+@pytest.mark.parametrize("make", [VGGBN, SmallResNet])
+def test_the_frozen_prefix_of_any_planted_network_is_cached_and_changes_nothing(make, data, teacher):
+    from planting_core.prefix import site_prefix
+    torch.manual_seed(3)
+    net = make()
+    x = data.val.x[:8]
+    for site in find_sites(net, x):
+        planted = pc.plant(net, site, 2).eval()
+        frozen = site_prefix(planted)
+        assert frozen is not None
+        values = frozen.frozen_prefix(x)
+        assert torch.allclose(frozen.forward_from_prefix(*values), planted(x), atol=1e-6)
+    if make is SmallResNet:  # a block's input feeds its conv1 and its residual sum: one cached tensor serves both
+        assert len(site_prefix(pc.plant(net, find_sites(net, x)[0], 2)).frozen_prefix(x)) == 1
+    cached = grow_model(make, data, teacher, max_rounds=2)
+    from planting_core import train
+    with pytest.MonkeyPatch.context() as mp:  # no split: every candidate runs its whole network each batch
+        mp.setattr(train, "site_prefix", lambda model: None)
+        uncached = grow_model(make, data, teacher, max_rounds=2)
+    cols = ["round", "layer", "widths", "params", "chosen"]
+    assert cached.history[cols].equals(uncached.history[cols])
+    assert cached.history["val_loss"].tolist() == pytest.approx(uncached.history["val_loss"].tolist(), abs=1e-5)
