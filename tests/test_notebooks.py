@@ -189,12 +189,15 @@ def test_batch_runs_several_datasets_at_once(tmp_path, monkeypatch, capsys):
 
     from tools.batch import main
     images = tmp_path / "images"
-    for k in range(3):  # three classes of 40 noisy 16x16 images around a class pattern
-        (images / f"c{k}").mkdir(parents=True)
+    # three classes of 40 noisy 16x16 images around a class pattern, in train/ and test/: the shared data_root also
+    # receives fashion-mnist's staged FashionMNIST/ folder, which a root-level class layout would race to read
+    for k in range(3):
         pattern = torch.rand(16, 16, generator=torch.Generator().manual_seed(k))
         for i in range(40):
+            folder = images / ("train" if i < 30 else "test") / f"c{k}"
+            folder.mkdir(parents=True, exist_ok=True)
             noisy = (pattern + 0.3 * torch.rand(16, 16)).clamp(0, 1)
-            Image.fromarray((noisy * 255).byte().numpy()).save(images / f"c{k}" / f"{i}.png")
+            Image.fromarray((noisy * 255).byte().numpy()).save(folder / f"{i}.png")
     monkeypatch.chdir(tmp_path)
     code = main(["--dataset", "fashion-mnist", "--dataset", "imagefolder", "--profile", "smoke", "--only", "01",
                  "--set", f"data_root={str(images)!r}", "--set", "subset=64", "--set", "val_size=16", "--jobs", "2"])
