@@ -121,14 +121,26 @@ def plain_value(value: Any, key: str = "") -> Any:
                         f"dicts of them, or numpy/torch scalars), got {type(value).__name__}")
 
 
+def network_record(net: torch.nn.Module) -> dict:
+    """A plain (unplanted) network as plain values and CPU tensors: its shape (a PlainCNN's or registered kind's
+    arch(), any other network's module sizes) and its state; network_from_record() rebuilds it."""
+    shape = {"arch": net.arch()} if hasattr(net, "arch") else {"sizes": module_sizes(net), "class": type(net).__name__}
+    return {**shape, "state": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
+
+
+def network_from_record(obj: dict, template: torch.nn.Module | None = None) -> torch.nn.Module:
+    """The network network_record() describes (a network other than the book's kinds resized from `template`)."""
+    model = build_network(obj["arch"]) if "sizes" not in obj else resized(template, obj["sizes"])
+    model.load_state_dict(obj["state"])
+    return model
+
+
 def save_checkpoint(model: torch.nn.Module, path: str | Path, **meta: Any) -> Path:
     """Save a (planted or plain) network with its shape and plain-value metadata, atomically: a PlainCNN's arch, or
     any other network's module sizes (its grown widths; load it with load_checkpoint(path, template=...))."""
     meta = {k: plain_value(v, k) for k, v in meta.items()}
-    net = merge(model) if is_planted(model) else model
-    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    shape = {"arch": net.arch()} if hasattr(net, "arch") else {"sizes": module_sizes(net), "class": type(net).__name__}
-    return atomic_save({"format": FORMAT, **shape, "state": state, "meta": meta}, path)
+    record = network_record(merge(model) if is_planted(model) else model)
+    return atomic_save({"format": FORMAT, **record, "meta": meta}, path)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu",
@@ -144,8 +156,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu",
         raise CheckpointError(f"{path}: holds a grown {obj.get('class', 'network')}; pass template= an instance of "
                               f"that class (any widths) to load it")
     try:
-        model = build_network(obj["arch"]) if "sizes" not in obj else resized(template, obj["sizes"])
-        model.load_state_dict(obj["state"])
+        model = network_from_record(obj, template)
     except (KeyError, TypeError, RuntimeError, PlantingError) as err:
         raise CheckpointError(f"{path}: inconsistent checkpoint, its weights do not fit its architecture "
                               f"({type(err).__name__}: {str(err).splitlines()[0]})") from None

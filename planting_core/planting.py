@@ -1,7 +1,6 @@
 """Planting: add channels to one conv layer; only the new weights are parameters, the rest are frozen buffers."""
 from __future__ import annotations
 
-import math
 import re
 
 import torch
@@ -11,7 +10,7 @@ from torch import nn
 from .errors import PlantingError
 from .layers import PlantedLayer
 from .models import NUM_CONVS, PlainCNN
-from .site_planting import is_site_planted, merge_site, plant_site
+from .site_planting import he, is_site_planted, merge_site, plant_site
 from .sites import Site
 
 INITS = ("zero", "random")
@@ -70,12 +69,9 @@ class PlantedCNN(PlainCNN):
         self.load_state_dict(base.state_dict())
         freeze(self)
         dev, dtype, c_in = ref.device, ref.dtype, self.convs[layer].weight.shape[1]
-
-        def he(shape: tuple[int, ...], fan_in: int) -> torch.Tensor:  # N(0, 2 / fan_in), as PlainCNN's own init
-            return (torch.randn(shape, generator=generator) * math.sqrt(2.0 / fan_in)).to(dev, dtype)
-
         # planted conv: (channels, C_in, 3, 3) new filters and (channels,) zero biases, after the old ones
-        new_w, new_b = he((channels, c_in, 3, 3), c_in * 9), torch.zeros(channels, device=dev, dtype=dtype)
+        new_w = he((channels, c_in, 3, 3), c_in * 9, ref, generator)
+        new_b = torch.zeros(channels, device=dev, dtype=dtype)
         self.convs[layer] = PlantedLayer(self.convs[layer], new_w, new_b, dim=0)
         if layer + 1 < NUM_CONVS:  # next conv: (C_out, channels, 3, 3) new input weights
             nxt = self.convs[layer + 1]
@@ -83,7 +79,7 @@ class PlantedCNN(PlainCNN):
         else:  # fc1 reads conv5 flattened channel-major: (hidden, channels * s * s) new columns at the end
             nxt = self.fc1
             shape, fan_in = (nxt.weight.shape[0], channels * self.side ** 2), nxt.weight.shape[1] + channels * self.side ** 2
-        out_w = torch.zeros(shape, device=dev, dtype=dtype) if init == "zero" else he(shape, fan_in)
+        out_w = torch.zeros(shape, device=dev, dtype=dtype) if init == "zero" else he(shape, fan_in, ref, generator)
         if layer + 1 < NUM_CONVS:
             self.convs[layer + 1] = PlantedLayer(nxt, out_w, None, dim=1)
         else:

@@ -16,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .speed import distributed
-from .checkpoint import atomic_save, fingerprint, safe_load, write_csv
+from .checkpoint import atomic_save, fingerprint, network_from_record, network_record, safe_load, write_csv
 from .data import Data, Split
 from .device import to_device
 from .distill import teacher_logits
@@ -27,19 +27,18 @@ from .speed.fused import fit_fused, use_fused
 from .speed.parallel import candidate_threads, map_concurrently
 from .planting import merge, train_head
 from .prefix import site_prefix
-from .site_planting import module_sizes, resized
-from .sites import Site, check_site, find_sites, survey
+from .sites import Site, check_site, survey
 from .proposals import PROPOSALS, Candidate
 from .selection import SELECTIONS
 from .stopping import STOP_RULES
 from .train import TRAIN_SPEED_FIELDS, TrainConfig, check_pair, evaluate, fit, warn_if_collapsed
 
 
+if TYPE_CHECKING:  # pandas is imported only where a table is written or returned
+    import pandas as pd
+
 PLANT_EPOCHS, PLANT_LR = 10, 0.03  # a candidate's training by default (10 epochs beat 3 on validation loss, 5k images)
 
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 def planting_train_config() -> TrainConfig:
     """How a candidate's new channels are trained by default: KD, PLANT_EPOCHS epochs at PLANT_LR."""
@@ -114,14 +113,13 @@ def settings_record(cfg: GrowConfig) -> dict:
 
 def growth_sites(model: nn.Module, example_input: torch.Tensor) -> list[Site]:
     """Where grow() plants: a PlainCNN's five convolutions (the paper), any other network's find_sites()."""
-    sites = find_sites(model, example_input)
+    found = survey(model, example_input)
     if isinstance(model, PlainCNN):
-        return [s for s in sites if s.producer.startswith("convs.")]
-    if not sites:
-        found = survey(model, example_input).refused
+        return [s for s in found.sites if s.producer.startswith("convs.")]
+    if not found.sites:
         raise PlantingError(f"{type(model).__name__} has no site to plant at: "
-                            + "; ".join(f"{k}: {v}" for k, v in list(found.items())[:3]))
-    return sites
+                            + "; ".join(f"{k}: {v}" for k, v in list(found.refused.items())[:3]))
+    return found.sites
 
 
 def widths_of(net: nn.Module, sites: list[Site]) -> list[int]:
@@ -132,12 +130,11 @@ def widths_of(net: nn.Module, sites: list[Site]) -> list[int]:
     return [int(modules[s.producer].weight.shape[0]) for s in sites]
 
 
-def history_row(rnd: int, layer: int | None, net: nn.Module, val: dict, seconds: float, status: str = "ok",
-                widths: list[int] | None = None) -> dict:
+def history_row(rnd: int, layer: int | None, net: nn.Module, val: dict, seconds: float, status: str,
+                widths: list[int]) -> dict:
     """One row of the planting history (test columns are filled in for kept networks only); `widths` as
-    widths_of() gives them (default: a PlainCNN's)."""
-    row = dict(round=rnd, layer=layer, widths=str(widths if widths is not None else list(net.widths)),
-               params=count_parameters(net),
+    widths_of() gives them."""
+    row = dict(round=rnd, layer=layer, widths=str(widths), params=count_parameters(net),
                val_loss=val["loss"], val_acc=val["acc"], val_kd=val["kd"], seconds=seconds, chosen=False,
                status=status, test_loss=NAN, test_acc=NAN)
     if "stop_loss" in val:  # stop_split: the loss on the validation half that decides whether to keep growing
@@ -145,19 +142,10 @@ def history_row(rnd: int, layer: int | None, net: nn.Module, val: dict, seconds:
     return row
 
 
-def pack(net: nn.Module) -> dict:
-    """A network as plain tensors and values (for the planting state file): a PlainCNN's arch, or any other
-    network's module sizes (module_sizes())."""
-    shape = {"arch": net.arch()} if isinstance(net, PlainCNN) else {"sizes": module_sizes(net)}
-    return {**shape, "state": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
-
-
-def unpack(obj: dict, device: torch.device, template: nn.Module | None = None) -> nn.Module:
-    """The network that pack() stored, on `device` (a network other than a PlainCNN is rebuilt from `template`,
-    the initial network, resized)."""
-    net = PlainCNN(**obj["arch"]) if "arch" in obj else resized(template, obj["sizes"])
-    net.load_state_dict(obj["state"])
-    return to_device(net, device)
+def unpack(obj: dict, device: torch.device, template: nn.Module) -> nn.Module:
+    """A network of the planting state file (network_record()), on `device`; a network other than a PlainCNN is
+    rebuilt from `template` (the initial network), resized."""
+    return to_device(network_from_record(obj, template), device)
 
 
 class CandidateTrainer:
@@ -239,7 +227,7 @@ class CandidateTrainer:
         status = "ok" if trained and all(math.isfinite(v) for v in val.values()) else "diverged"
         seconds = train_seconds + time.perf_counter() - t0
         row = self.row(rnd, cand.layer, net, val if status == "ok" else FAILED, seconds, status)
-        return {"row": row, "net": pack(merge(net)) if status == "ok" else None}
+        return {"row": row, "net": network_record(merge(net)) if status == "ok" else None}
 
 
 def candidate_seed(base: int, rnd: int, cand: Candidate, step: int) -> int:
@@ -382,7 +370,7 @@ class PlantingState:
 
     def save(self) -> None:
         if self.path:
-            atomic_save({"settings": self.settings, "identity": self.identity, "current": pack(self.current),
+            atomic_save({"settings": self.settings, "identity": self.identity, "current": network_record(self.current),
                          "rows": self.rows, "round": self.round, "done": self.done, "stop_reason": self.stop_reason},
                         self.path)
 
