@@ -1,6 +1,7 @@
 """Leave trained networks out of the repository (large ones that are quick to retrain, or tuning's losers).
 
     python -m tools.leave_out results/fashion-mnist-1k/students/w64-*.pt
+    python -m tools.leave_out --restore results     # bring back every left-out file whose commit is known
 
 Each file is listed in a left-out.csv beside it with its training seconds and the commit that holds it (compute_time
 still counts it, git show <commit>:<path> restores it, and the
@@ -77,12 +78,33 @@ def leave_out(paths: list[Path]) -> None:
     subprocess.run(["git", "rm", "--cached", "--quiet", "--ignore-unmatch", *map(str, paths)], check=True)
 
 
+def restore(roots: list[Path]) -> None:
+    """Write back every left-out file under `roots` that is missing here, from the commit its left-out.csv names
+    (so a notebook loads the original instead of retraining it); those without a commit are listed."""
+    restored, unknown = 0, []
+    for table in sorted(p for root in roots for p in root.rglob(LEFT_OUT)):
+        for name, row in left_out_rows(table).items():
+            path = table.parent / name
+            if path.exists():
+                continue
+            if not row.get("commit"):
+                unknown.append(str(path))
+                continue
+            blob = subprocess.run(["git", "show", f"{row['commit']}:{path.resolve().relative_to(Path.cwd().resolve())}"],
+                                  capture_output=True, check=True).stdout
+            path.write_bytes(blob)
+            restored += 1
+    print(f"restored {restored} left-out files" + (f"; no commit holds {', '.join(unknown)}" if unknown else ""))
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Command line: the checkpoints to leave out."""
+    """Command line: the checkpoints to leave out, or --restore and the folders to restore them in."""
     ap = argparse.ArgumentParser(prog="python -m tools.leave_out", description=__doc__.splitlines()[0])
     ap.add_argument("paths", nargs="+", type=Path)
+    ap.add_argument("--restore", action="store_true", help="restore the left-out files under these folders")
+    args = ap.parse_args(argv)
     try:
-        leave_out(ap.parse_args(argv).paths)
+        restore(args.paths) if args.restore else leave_out(args.paths)
     except PlantingError as err:
         raise SystemExit(f"error: {err}") from None
 

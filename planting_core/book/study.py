@@ -2,9 +2,11 @@
 
 Each condition changes one thing in the paper's search (chapter 3's settings) to test one suspected cause of
 planting's shortfall; it is grown for every seed and judged against the fixed-width students of the same run:
-planting helps at a size factor f if the planted networks' mean test accuracy is at least that of the best
-student (mean over seeds, CE or KD) with at most f times the planted networks' mean parameter count. Only
-validation data choose inside a run; test accuracy is recorded, never used to choose.
+the yardstick at a size factor f is the student (CE or KD) with the best mean test accuracy among those with at most
+f times the planted networks' mean parameter count, and planting helps only if the 95% Welch interval of the
+difference of mean test accuracies lies above 0 (does not help: below; else inconclusive). Collapsed networks (at
+most twice chance on validation) are left out of both sides. Only validation data choose inside a run; test
+accuracy is recorded, never used to choose.
 """
 from __future__ import annotations
 
@@ -12,10 +14,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from ..checkpoint import load_checkpoint
-from .report import mean_std_text, student_means
+from .report import mean_std_text
 from .runfolder import RunFolder
 from .configs import teacher_config
 from ..search import GrowResult
@@ -23,8 +27,13 @@ from ..train import TrainConfig
 from .tuning import SWEEP_COLUMNS, network_row
 
 MAX_ROUNDS = 50  # the budget of every run: at most this many planting rounds (200 channels at 4 per step)
-CONDITION_COLUMNS = ["condition", "seeds", "planted_params_mean", "planted_acc_mean", "planted_acc_std",
-                     "best_student_le_1x", "best_student_le_2x", "verdict_1x", "verdict_2x"]
+# conditions.csv: accuracies and differences as fractions (test accuracy); verdict_* by the Welch interval
+# (amended rule), point_verdict_* by the first protocol's rule; matched_*: against the compute-matched students
+CONDITION_COLUMNS = ["condition", "seeds", "collapsed", "planted_params_mean", "planted_acc_mean", "planted_acc_std",
+                     "compute_epochs"] + [
+    col for prefix in ("", "matched_") for f in ("1x", "2x") for col in (
+        f"best_student_le_{f}" if not prefix else f"matched_le_{f}", f"yardstick_{prefix}{f}", f"diff_{prefix}{f}",
+        f"diff_{prefix}{f}_lo", f"diff_{prefix}{f}_hi", f"verdict_{prefix}{f}", f"point_verdict_{prefix}{f}")]
 
 
 @dataclass(frozen=True)
@@ -119,48 +128,136 @@ def sweep_row(cond: Condition, seed: int, result: GrowResult, settings: dict) ->
                 seconds=float(h["seconds"].sum()), stop_reason=result.stop_reason)
 
 
-def best_student_acc(means: pd.DataFrame, max_params: float) -> float:
-    """The best mean test accuracy of a student with at most `max_params` parameters (NaN: none that small)."""
-    fit = means[means["params"] <= max_params]
-    return float(fit["acc"].max()) if len(fit) else float("nan")
+def welch_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """mean(a) - mean(b) with its Welch t interval (unequal variances, Welch-Satterthwaite degrees of freedom);
+    NaN bounds when a side has fewer than 2 values (no spread to judge by)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diff = float(a.mean() - b.mean()) if len(a) and len(b) else float("nan")
+    if min(len(a), len(b)) < 2:
+        return diff, float("nan"), float("nan")
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    if va + vb == 0:  # no spread on either side: the difference is exact
+        return diff, diff, diff
+    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, dof) * (va + vb) ** 0.5)
+    return diff, diff - half, diff + half
 
 
-def verdict(planted_acc: float, student_acc: float) -> str:
-    """'helps' if the planted mean accuracy reaches the student's, 'does not help' if not ('no student' if none)."""
+def verdict(lo: float, hi: float) -> str:
+    """The amended rule: 'helps' if the interval lies above 0, 'does not help' if below, else 'inconclusive'."""
+    if lo > 0:
+        return "helps"
+    if hi < 0:
+        return "does not help"
+    return "inconclusive"  # the interval holds 0, or there is none (a side with one seed, or no yardstick)
+
+
+def point_verdict(planted_acc: float, student_acc: float) -> str:
+    """The first protocol's rule: 'helps' if the planted mean reaches the student's ('no student' if none)."""
     if student_acc != student_acc:  # NaN: no student that small was trained
         return "no student that small"
     return "helps" if planted_acc >= student_acc else "does not help"
 
 
-def conditions_table(sweep: pd.DataFrame, students: pd.DataFrame) -> pd.DataFrame:
-    """conditions.csv: per condition, the planted networks' mean size and accuracy over seeds, the best students
-    within 1x and 2x that size, and the verdicts (the protocol's rule)."""
-    means = student_means(students)
+def collapsed(rows: pd.DataFrame, classes: int = 10) -> pd.Series:
+    """Networks whose validation accuracy is at most twice chance (1/classes): collapsed, e.g. every ReLU died.
+    Decided on validation data only; such runs are left out of both sides of a verdict and counted."""
+    return rows["val_acc"] <= 2.0 / classes
+
+
+def run_epochs(row: pd.Series, initial_epochs: int) -> int:
+    """Epochs over the training split a sweep.csv row's network had in all (its initial network's included; the
+    teacher's not: every KD student and planting condition shares it)."""
+    settings = json.loads(row["settings"])
+    if row["kind"] == "planting":
+        return initial_epochs + int(row["candidates"]) * settings["train"]["epochs"]
+    if row["kind"] == "matched":
+        return settings["student"]["epochs"] + settings["rounds"] * settings["candidates"] * settings["rounds_training"]["epochs"]
+    return int(settings["epochs"])
+
+
+def yardsticks(sweep: pd.DataFrame, kind: str, classes: int = 10) -> pd.DataFrame:
+    """The fixed-width networks of one kind ("student", or "matched": compute-matched) as groups: one row per
+    (condition, widths) with params, mean test accuracy, the non-collapsed seeds' accuracies and epochs."""
+    rows = sweep[(sweep["kind"] == kind) & ~collapsed(sweep, classes)]
+    groups = []
+    for (name, widths), g in rows.groupby(["condition", "widths"], sort=False):
+        width = json.loads(widths)[0]
+        groups.append(dict(name=f"[{width}] {name.split()[-1]}", params=int(g["params"].iloc[0]),
+                           acc=float(g["test_acc"].mean()), accs=g["test_acc"].to_numpy(),
+                           epochs=run_epochs(g.iloc[0], 0)))
+    return pd.DataFrame(groups, columns=["name", "params", "acc", "accs", "epochs"])
+
+
+def compare(accs: np.ndarray, sticks: pd.DataFrame, max_params: float) -> dict:
+    """Planted accuracies against the most accurate yardstick (mean over seeds) with at most `max_params`
+    parameters: which one, its mean accuracy, the difference with its 95% Welch interval, and both verdicts."""
+    fit = sticks[sticks["params"] <= max_params]
+    if fit.empty or not len(accs):
+        return dict(name="none that small", acc=float("nan"), diff=float("nan"), lo=float("nan"), hi=float("nan"),
+                    verdict="inconclusive", point=point_verdict(float(np.mean(accs)) if len(accs) else float("nan"),
+                                                                float("nan")))
+    best = fit.loc[fit["acc"].idxmax()]
+    diff, lo, hi = welch_interval(accs, best["accs"])
+    return dict(name=best["name"], acc=float(best["acc"]), diff=diff, lo=lo, hi=hi, verdict=verdict(lo, hi),
+                point=point_verdict(float(np.mean(accs)), float(best["acc"])))
+
+
+def conditions_table(sweep: pd.DataFrame, classes: int = 10) -> pd.DataFrame:
+    """conditions.csv from sweep.csv alone: per condition, the planted networks' mean size, accuracy and compute
+    over its non-collapsed seeds, and against each yardstick (the best student within 1x and 2x that size, and
+    the best compute-matched student within 1x and 2x) the difference with its interval and the verdicts."""
+    students = sweep[sweep["kind"] == "student"]
+    initial_epochs = run_epochs(students.iloc[0], 0) if len(students) else 0  # trained like a student
+    sticks = {"": yardsticks(sweep, "student", classes), "matched_": yardsticks(sweep, "matched", classes)}
     rows = []
     planted = sweep[sweep["kind"] == "planting"]
     for name, runs in planted.groupby("condition", sort=False):
-        params, acc = runs["params"].mean(), runs["test_acc"].mean()
-        le1, le2 = best_student_acc(means, params), best_student_acc(means, 2 * params)
-        rows.append(dict(condition=name, seeds=len(runs), planted_params_mean=round(float(params), 1),
-                         planted_acc_mean=float(acc), planted_acc_std=float(runs["test_acc"].std()),
-                         best_student_le_1x=le1, best_student_le_2x=le2,
-                         verdict_1x=verdict(acc, le1), verdict_2x=verdict(acc, le2)))
+        bad = collapsed(runs, classes)
+        ok = runs[~bad]
+        params, accs = float(ok["params"].mean()), ok["test_acc"].to_numpy()
+        row = dict(condition=name, seeds=len(ok), collapsed=int(bad.sum()), planted_params_mean=round(params, 1),
+                   planted_acc_mean=float(accs.mean()) if len(accs) else float("nan"),
+                   planted_acc_std=float(ok["test_acc"].std()),
+                   compute_epochs=float(np.mean([run_epochs(r, initial_epochs) for _, r in ok.iterrows()])))
+        for prefix, table in sticks.items():
+            for factor in (1, 2):
+                c, tag = compare(accs, table, factor * params), f"{prefix}{factor}x"
+                row.update({(f"best_student_le_{factor}x" if not prefix else f"matched_le_{factor}x"): c["acc"],
+                            f"yardstick_{tag}": c["name"], f"diff_{tag}": c["diff"], f"diff_{tag}_lo": c["lo"],
+                            f"diff_{tag}_hi": c["hi"], f"verdict_{tag}": c["verdict"],
+                            f"point_verdict_{tag}": c["point"]})
+        rows.append(row)
     return pd.DataFrame(rows, columns=CONDITION_COLUMNS)
 
 
-def conditions_view(table: pd.DataFrame) -> pd.DataFrame:
-    """conditions.csv for reading: one row per condition, accuracies in % (planted: mean ± std over seeds), the
-    verdicts last."""
-    view = pd.DataFrame({
-        "seeds": table["seeds"].astype(int),
-        "params (mean)": table["planted_params_mean"].round().astype(int),
-        "test acc (%)": [mean_std_text(m, s) for m, s in zip(table["planted_acc_mean"], table["planted_acc_std"])],
-        "best student ≤ 1x (%)": (100 * table["best_student_le_1x"]).round(2),
-        "best student ≤ 2x (%)": (100 * table["best_student_le_2x"]).round(2),
-        "at matched size": table["verdict_1x"],
-        "at twice the size": table["verdict_2x"],
-    })
-    return view.set_axis(table["condition"].rename("condition"))
+def interval_text(diff: float, lo: float, hi: float) -> str:
+    """A difference of accuracies (fractions) in points with its interval, e.g. '+1.37 [+0.22, +2.52]'."""
+    if diff != diff:
+        return ""
+    if lo != lo:
+        return f"{100 * diff:+.2f} (no interval)"
+    return f"{100 * diff:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]"
+
+
+def conditions_view(table: pd.DataFrame, matched: bool = False) -> pd.DataFrame:
+    """conditions.csv for reading: one row per condition, accuracy in % (mean ± std over seeds), compute, and
+    per yardstick (within 1x and 2x the planted size; `matched`: the compute-matched students instead) which
+    network it is, the difference in points with its 95% interval, and the verdict (the old one in brackets
+    where it differs)."""
+    view = {"seeds": table["seeds"].astype(int),
+            "params (mean)": table["planted_params_mean"].round().astype(int),
+            "test acc (%)": [mean_std_text(m, s) for m, s in zip(table["planted_acc_mean"], table["planted_acc_std"])],
+            "epochs": table["compute_epochs"].round().astype(int)}
+    prefix = "matched_" if matched else ""
+    for f, words in (("1x", "≤ 1x"), ("2x", "≤ 2x")):
+        tag = f"{prefix}{f}"
+        view[f"yardstick {words}"] = table[f"yardstick_{tag}"]
+        view[f"difference {words} (points, 95% CI)"] = [interval_text(*v) for v in zip(
+            table[f"diff_{tag}"], table[f"diff_{tag}_lo"], table[f"diff_{tag}_hi"])]
+        view[f"verdict {words}"] = [v if v == p or p == "no student that small" else f"{v} (point rule: {p})"
+                                    for v, p in zip(table[f"verdict_{tag}"], table[f"point_verdict_{tag}"])]
+    return pd.DataFrame(view).set_axis(table["condition"].rename("condition"))
 
 
 def student_sweep_rows(folder: RunFolder) -> pd.DataFrame:
