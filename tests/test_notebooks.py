@@ -82,7 +82,7 @@ def test_study_notebook_writes_sweep_and_verdicts(smoke, tmp_path):
     assert grown.meta["settings"]["teacher"] == pc.fingerprint(teacher)
     assert set(sweep["kind"]) == {"planting", "student"}
     assert sweep.loc[sweep["kind"] == "student", "seed"].nunique() == 2  # seed 1's students trained for the study
-    recomputed = pc.study.conditions_table(sweep, pd.read_csv(out / "students.csv"))
+    recomputed = pc.study.conditions_table(sweep)
     pd.testing.assert_frame_equal(recomputed, table, check_dtype=False)
 
 

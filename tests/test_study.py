@@ -1,57 +1,89 @@
 """The study's verdict rule, and the committed conditions.csv recomputed from its own numbers."""
+import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 import planting_core as pc
-from planting_core.book.report import student_means
-from planting_core.book.study import best_student_acc, conditions_table, conditions_view, verdict
+from planting_core.book.study import conditions_table, conditions_view, point_verdict, verdict, welch_interval
 from tools.book import BOOK_RUNS, run_params
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDENTS = pd.DataFrame(dict(widths=["[8]", "[8]", "[16]", "[16]"], loss_fn="ce", seed=[0, 1, 0, 1],
-                             params=[13_000, 13_000, 29_000, 29_000], test_acc=[0.80, 0.82, 0.84, 0.86]))
+STUDENT_SETTINGS = json.dumps({"epochs": 15})
+PLANT_SETTINGS = json.dumps({"train": {"epochs": 10}})
 
 
-def sweep(params: list[int], accs: list[float], condition: str = "c") -> pd.DataFrame:
+def students(accs: dict[int, list[float]], val_acc: float = 0.8) -> pd.DataFrame:
+    """sweep.csv rows of CE students: width -> test accuracy per seed ([8] has 13,000 parameters, [16] 29,000)."""
+    size = {8: 13_000, 16: 29_000}
+    return pd.DataFrame([dict(kind="student", condition="student CE", seed=s, widths=json.dumps([w] * 5),
+                              params=size[w], val_acc=val_acc, test_acc=a, settings=STUDENT_SETTINGS, candidates=0)
+                         for w, seeds in accs.items() for s, a in enumerate(seeds)])
+
+
+def planted(params: list[int], accs: list[float], condition: str = "c", val_acc: float = 0.8) -> pd.DataFrame:
     return pd.DataFrame(dict(kind="planting", condition=condition, seed=range(len(params)), params=params,
-                             test_acc=accs))
+                             test_acc=accs, val_acc=val_acc, settings=PLANT_SETTINGS, candidates=10))
 
 
-def test_best_student_is_the_best_mean_within_the_size():
-    means = student_means(STUDENTS)
-    assert best_student_acc(means, 13_000) == pytest.approx(0.81)
-    assert best_student_acc(means, 28_999) == pytest.approx(0.81)
-    assert best_student_acc(means, 29_000) == pytest.approx(0.85)
-    assert best_student_acc(means, 12_999) != best_student_acc(means, 12_999)  # NaN: none that small
+STUDENTS = students({8: [0.80, 0.81, 0.82], 16: [0.84, 0.85, 0.86]})
+
+
+def test_welch_interval_agrees_with_scipys_welch_test():
+    a, b = np.array([0.83, 0.85, 0.84, 0.86]), np.array([0.80, 0.83, 0.81])
+    diff, lo, hi = welch_interval(a, b)
+    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert diff == pytest.approx(a.mean() - b.mean()) and (lo, hi) == pytest.approx((ci.low, ci.high))
+    assert np.isnan(welch_interval(a, b[:1])[1])  # one seed on a side: no interval
 
 
 @pytest.mark.parametrize("params, accs, v1, v2", [
-    ([14_000, 16_000], [0.83, 0.83], "helps", "does not help"),  # beats [8] (0.81); [16] (0.85) is within 2x
-    ([14_000, 16_000], [0.80, 0.81], "does not help", "does not help"),
-    ([30_000, 30_000], [0.85, 0.85], "helps", "helps"),  # a tie counts as reaching the student
-    ([7_000, 7_000], [0.70, 0.70], "no student that small", "does not help"),
+    ([14_000, 16_000, 15_000], [0.85, 0.86, 0.855], "helps", "inconclusive"),  # above [8]; [16] within noise
+    ([14_000, 16_000, 15_000], [0.70, 0.71, 0.72], "does not help", "does not help"),
+    ([14_000, 16_000, 15_000], [0.80, 0.83, 0.81], "inconclusive", "does not help"),
+    ([7_000, 7_000], [0.70, 0.71], "inconclusive", "does not help"),  # no student that small: no verdict at 1x
 ])
-def test_verdicts_follow_the_protocol(params, accs, v1, v2):
-    row = conditions_table(sweep(params, accs), STUDENTS).iloc[0]
+def test_verdicts_follow_the_amended_protocol(params, accs, v1, v2):
+    row = conditions_table(pd.concat([planted(params, accs), STUDENTS])).iloc[0]
     assert (row["verdict_1x"], row["verdict_2x"]) == (v1, v2)
     assert row["planted_params_mean"] == pytest.approx(sum(params) / len(params))
+    assert row["compute_epochs"] == 15 + 10 * 10  # the initial network's epochs, then 10 candidates x 10 epochs
+    for tag in ("1x", "2x"):  # the interval is the verdict's reason; the point rule is kept beside it
+        lo, hi = row[f"diff_{tag}_lo"], row[f"diff_{tag}_hi"]
+        assert row[f"verdict_{tag}"] == ("helps" if lo > 0 else "does not help" if hi < 0 else "inconclusive")
+    assert row["point_verdict_1x"] == ("no student that small" if params[0] < 13_000 else
+                                       "helps" if np.mean(accs) >= 0.81 else "does not help")
 
 
-def test_the_readable_view_shows_each_condition_in_percent():
-    table = pd.concat([conditions_table(sweep([20_000, 24_000], [0.85, 0.86], "a"), STUDENTS),
-                       conditions_table(sweep([13_500], [0.79], "b"), STUDENTS)], ignore_index=True)
+def test_collapsed_networks_are_left_out_of_both_sides():
+    sweep = pd.concat([planted([15_000] * 3, [0.85, 0.86, 0.10], val_acc=0.8), STUDENTS,
+                       students({8: [0.10]}, val_acc=0.12).assign(seed=3)])
+    sweep.loc[(sweep["kind"] == "planting") & (sweep["test_acc"] == 0.10), "val_acc"] = 0.11
+    row = conditions_table(sweep).iloc[0]
+    assert (row["seeds"], row["collapsed"]) == (2, 1)
+    assert row["planted_acc_mean"] == pytest.approx(0.855) and row["best_student_le_1x"] == pytest.approx(0.81)
+    assert row["yardstick_1x"] == "[8] CE"
+
+
+def test_the_readable_view_shows_intervals_and_the_old_verdict_where_it_differs():
+    table = pd.concat([conditions_table(pd.concat([planted([20_000, 24_000], [0.85, 0.86], "a"), STUDENTS])),
+                       conditions_table(pd.concat([planted([13_500], [0.79], "b"), STUDENTS]))], ignore_index=True)
     view = conditions_view(table)
     assert view.index.tolist() == ["a", "b"]
     assert view.loc["a", "test acc (%)"] == "85.50 ± 0.71" and view.loc["b", "test acc (%)"] == "79.00"  # one seed
-    assert view.loc["a", "params (mean)"] == 22_000 and view.loc["a", "best student ≤ 2x (%)"] == 85.0
-    assert view.loc["a", "at matched size"] == "helps" and view.loc["b", "at twice the size"] == "does not help"
+    assert view.loc["a", "yardstick ≤ 2x"] == "[16] CE" and view.loc["a", "params (mean)"] == 22_000
+    assert view.loc["a", "verdict ≤ 1x"] == "helps" and view.loc["a", "verdict ≤ 2x"] == "inconclusive (point rule: helps)"
+    assert view.loc["b", "difference ≤ 1x (points, 95% CI)"] == "-2.00 (no interval)"
 
 
 def test_verdict_words():
-    assert verdict(0.9, float("nan")) == "no student that small"
-    assert verdict(0.9, 0.9) == "helps" and verdict(0.89, 0.9) == "does not help"
+    assert verdict(0.001, 0.02) == "helps" and verdict(-0.02, -0.001) == "does not help"
+    assert verdict(-0.01, 0.01) == "inconclusive" and verdict(float("nan"), float("nan")) == "inconclusive"
+    assert point_verdict(0.9, float("nan")) == "no student that small"
+    assert point_verdict(0.9, 0.9) == "helps" and point_verdict(0.89, 0.9) == "does not help"
 
 
 def test_every_condition_has_a_distinct_name_and_a_cause():
@@ -62,17 +94,35 @@ def test_every_condition_has_a_distinct_name_and_a_cause():
 
 @pytest.mark.parametrize("run", [run for run, (*_, only) in BOOK_RUNS.items() if "06" in only])
 def test_committed_verdicts_recompute_from_their_numbers(run):
+    """Every interval and verdict of conditions.csv, recomputed from sweep.csv: by the library, and each interval
+    independently by scipy's Welch test on the seeds' accuracies."""
     table = pd.read_csv(ROOT / "results" / run / "conditions.csv")
     sweep_ = pd.read_csv(ROOT / "results" / run / "sweep.csv")
-    assert list(table["condition"]) == run_params(run)["conditions"]  # what the book run shows, 3 seeds each
-    assert (table["seeds"] == 3).all()
+    assert list(table["condition"]) == run_params(run)["conditions"]  # what the book run shows
+    pd.testing.assert_frame_equal(conditions_table(sweep_), table, check_dtype=False)
     for _, row in table.iterrows():
-        assert row["verdict_1x"] == verdict(row["planted_acc_mean"], row["best_student_le_1x"])
-        assert row["verdict_2x"] == verdict(row["planted_acc_mean"], row["best_student_le_2x"])
         runs = sweep_[(sweep_["kind"] == "planting") & (sweep_["condition"] == row["condition"])]
+        runs = runs[runs["val_acc"] > 0.2]
         assert row["planted_acc_mean"] == pytest.approx(runs["test_acc"].mean())
-    students = pd.read_csv(ROOT / "results" / run / "students.csv")
-    pd.testing.assert_frame_equal(conditions_table(sweep_, students), table, check_dtype=False)
+        for tag in ("1x", "2x"):
+            name = row[f"yardstick_{tag}"]
+            if name == "none that small":
+                continue
+            width, loss = name.split()
+            stick = sweep_[(sweep_["kind"] == "student") & (sweep_["condition"] == f"student {loss}")
+                           & (sweep_["widths"] == json.dumps([int(width[1:-1])] * 5)) & (sweep_["val_acc"] > 0.2)]
+            if len(stick) > 1:
+                ci = stats.ttest_ind(runs["test_acc"], stick["test_acc"], equal_var=False).confidence_interval(0.95)
+                assert (row[f"diff_{tag}_lo"], row[f"diff_{tag}_hi"]) == pytest.approx((ci.low, ci.high))
+            lo, hi = row[f"diff_{tag}_lo"], row[f"diff_{tag}_hi"]
+            assert row[f"verdict_{tag}"] == ("helps" if lo > 0 else "does not help" if hi < 0 else "inconclusive")
+
+
+def test_the_named_conditions_have_ten_seeds_on_the_small_regimes():
+    for run in ("fashion-mnist-5k", "fashion-mnist-1k"):
+        table = pd.read_csv(ROOT / "results" / run / "conditions.csv").set_index("condition")
+        named = [c for c in pc.study.VERDICT_CONDITIONS if c in table.index]
+        assert named and ((table.loc[named, "seeds"] + table.loc[named, "collapsed"]) >= 10).all(), run
 
 
 def test_a_condition_that_changes_the_teacher_gets_its_own(tmp_path):

@@ -23,7 +23,8 @@ from tools.batch import notebooks, run_batch, write_notebook
 ROOT = Path(__file__).resolve().parents[1]
 # the book's runs: run folder under results/ -> (dataset, profile, parameter overrides, notebooks or None for all)
 BOOK_RUNS: dict[str, tuple[str, str, dict, list[str] | None]] = {
-    # the study (06) shows every condition of pc.study.CONDITIONS, 3 seeds each
+    # the study (06) shows every condition of pc.study.CONDITIONS, 3 seeds each (10 for study.VERDICT_CONDITIONS:
+    # seeds 3-9 and the compute-matched students from verdict_dir, the resampled variant from resampled_dir)
     # the compared methods (07-09) tune their one setting on the first seed's validation loss (three values each);
     # projection guides [8] and [16] only (11 layer pairs x 3 guided epochs each is the costliest method here)
     # the [128] students: the first seed only (three seeds' checkpoints would add 18 MB to the repository)
@@ -32,6 +33,8 @@ BOOK_RUNS: dict[str, tuple[str, str, dict, list[str] | None]] = {
                                                                   "lr-0.01", "lr-0.1", "initial-4", "train-head",
                                                                   "stop-split", "teacher-aug", "teacher-128", "T1-valkd",
                                                                   "T2-valkd", "T4-valkd", "T8-valkd", "epochs-30"],
+                                                   "verdict_dir": "../../verdict/fashion-mnist-5k",
+                                                   "resampled_dir": "../../verdict/fashion-mnist-5k-resampled",
                                                    "sparsity": [1e-5, 1e-4, 1e-3], "ddnn_T": [1.0, 2.0, 4.0],
                                                    "hint_weight": [0.1, 1.0, 10.0], "project_widths": [8, 16]},
                          ["00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11"]),
@@ -50,7 +53,9 @@ BOOK_RUNS: dict[str, tuple[str, str, dict, list[str] | None]] = {
     # capped at the study's 50 rounds; students up to [64]
     "fashion-mnist-1k": ("fashion-mnist", "full", {"subset": 1000, "val_size": 500, "seeds": [0, 1, 2],
                                                    "student_widths": [8, 16, 32, 64], "max_rounds": 50,
-                                                   "conditions": ["paper", "finetune-old"]},
+                                                   "conditions": ["paper", "finetune-old", "train-head", "stop-split"],
+                                                   "verdict_dir": "../../verdict/fashion-mnist-1k",
+                                                   "resampled_dir": "../../verdict/fashion-mnist-1k-resampled"},
                          ["01", "02", "03", "06"]),
 }
 

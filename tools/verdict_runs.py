@@ -1,16 +1,20 @@
 """More seeds for the study's verdicts (issue 29): students and named conditions grown for extra seeds, resumably.
 
     python -m tools.verdict_runs --regime 5k --seeds 3-9 --out results/verdict/fashion-mnist-5k
-    python -m tools.verdict_runs --regime 5k --seeds 1-4 --resample --out results/verdict/fashion-mnist-5k-resampled
     python -m tools.verdict_runs --regime 5k --seeds 0-2 --matched --out results/verdict/fashion-mnist-5k
+    python -m tools.verdict_runs --regime 5k --seeds 1-4 --resample --out results/verdict/fashion-mnist-5k-resampled
 
 Every network lands in `--out` with the layout of a book run folder (students/, planting/seedN, variants/, study/),
-trained on the same data split and teacher as the regime's book run, so that the seeds can later join that run's
-tables. With --resample, seed s also draws its own data split (training subset and validation images), so each
-seed gets its own folder data-seed<s>/ with its own teacher (seed 0's split is the book run's). With --matched,
-the compute-matched students (planting_core.book.matched): fixed widths [8], [16], [32] given the compute of the
-same seed's finetune-old search. Each network is load-or-train and each planting run resumes from its grow_state.pt: rerun the same command
-after an interruption. Progress is one line per finished network, with its seconds.
+trained on the same data split and teacher as the regime's book run. With --matched, the compute-matched students
+(planting_core.book.matched) of widths study.VERDICT_WIDTHS, given the compute of the same seed's finetune-old
+search, land in --out/matched/. With --resample, seed s also draws its own data split (training subset and
+validation images), so each seed gets its own folder data-seed<s>/ with its own teacher (seed 0's split is the
+book run's). Each network is load-or-train and each planting run resumes from its grow_state.pt: rerun the same
+command after an interruption. Progress is one line per finished network, with its seconds.
+
+Each mode writes its networks' rows (sweep.csv form) into --out/sweep.csv, replacing its own kinds: the study
+notebook (06) reads them from there (parameters verdict_dir and resampled_dir), so its tables do not need these
+networks' checkpoints.
 """
 from __future__ import annotations
 
@@ -23,15 +27,14 @@ import pandas as pd
 import torch
 
 import planting_core as pc
-from planting_core.book import matched
+from planting_core.book import matched, study
+from planting_core.book.tuning import SWEEP_COLUMNS, replace_rows
 
 REGIMES = {  # each regime's parameters, as its book run's study notebook was run (results/<run>/notebooks/06_study)
     "1k": dict(run="fashion-mnist-1k", subset=1000, val_size=500, max_rounds=50),
     "5k": dict(run="fashion-mnist-5k", subset=5000),
     "full": dict(run="fashion-mnist-full", subset=None, plant_epochs=3, max_rounds=10, study_rounds=50),
 }
-CONDITIONS = ["paper", "finetune-old", "train-head", "stop-split"]  # the conditions issue 29 names, cheapest first
-STUDENT_WIDTHS = [8, 16, 32]
 
 
 def seed_list(text: str) -> list[int]:
@@ -43,11 +46,11 @@ def seed_list(text: str) -> list[int]:
 
 
 def main() -> None:
-    """Train the students, then grow each condition for each seed, into --out."""
+    """Parse the command line and run one mode into --out."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--regime", choices=sorted(REGIMES), required=True)
     ap.add_argument("--seeds", type=seed_list, required=True)
-    ap.add_argument("--conditions", nargs="+", default=CONDITIONS, choices=sorted(pc.study.BY_NAME))
+    ap.add_argument("--conditions", nargs="+", default=study.VERDICT_CONDITIONS, choices=sorted(study.BY_NAME))
     ap.add_argument("--out", type=Path, required=True)
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--resample", action="store_true", help="each seed draws its own data split and teacher")
@@ -56,17 +59,23 @@ def main() -> None:
     regime = dict(REGIMES[args.regime])
     book_run = Path("results") / regime.pop("run")
     params = pc.with_defaults({"dataset": "fashion-mnist", "progress": False, "device": "cpu", **regime})
+    args.out.mkdir(parents=True, exist_ok=True)
     if args.matched:
-        return matched_students(params, book_run, args.out, args.seeds)
-    if not args.resample:
-        return seed_runs(params, book_run, pc.RunFolder(args.out), args.seeds, args.conditions)
-    for s in args.seeds:  # one folder per data split, with everything trained on it
-        seed_runs({**params, "seed": s}, None, pc.RunFolder(args.out / f"data-seed{s}"), [s], args.conditions)
+        rows, kinds = matched_students(params, book_run, args.out, args.seeds), ["matched"]
+    elif args.resample:  # one folder per data split, with everything trained on it
+        rows, kinds = [], ["planting", "student"]
+        for s in args.seeds:
+            rows += seed_runs({**params, "seed": s}, None, pc.RunFolder(args.out / f"data-seed{s}"), [s],
+                              args.conditions)
+    else:
+        rows, kinds = seed_runs(params, book_run, pc.RunFolder(args.out), args.seeds, args.conditions), ["planting", "student"]
+    replace_rows(args.out / "sweep.csv", pd.DataFrame(rows, columns=SWEEP_COLUMNS), "kind", kinds)
 
 
-def seed_runs(params: dict, book_run: Path | None, folder: pc.RunFolder, seeds: list[int], conditions: list[str]):
+def seed_runs(params: dict, book_run: Path | None, folder: pc.RunFolder, seeds: list[int],
+              conditions: list[str]) -> list[dict]:
     """The students and the named conditions for `seeds`, into `folder`, with the book run's teacher (a copy) or,
-    with no book run, a teacher trained there on the split `params["seed"]` draws."""
+    with no book run, a teacher trained there on the split `params["seed"]` draws; their sweep.csv rows."""
     folder.root.mkdir(parents=True, exist_ok=True)
     if book_run is not None and not folder.teacher.exists():  # the same targets as the book run's seeds 0-2 had
         shutil.copy2(book_run / "teacher.pt", folder.teacher)
@@ -74,40 +83,39 @@ def seed_runs(params: dict, book_run: Path | None, folder: pc.RunFolder, seeds: 
     teacher = pc.load_or_train(folder.teacher, [params["teacher_width"]] * 5, data, pc.teacher_config(params),
                                seed=params["seed"])
     t0 = time.perf_counter()
-    pc.train_students(data, STUDENT_WIDTHS, ["ce", "kd"], seeds, pc.student_config(params, seeds[0]), teacher,
+    pc.train_students(data, study.VERDICT_WIDTHS, ["ce", "kd"], seeds, pc.student_config(params, seeds[0]), teacher,
                       folder.root)
     print(f"{folder.root}: teacher and students done ({time.perf_counter() - t0:.0f} s)", flush=True)
-    rounds, reuse = pc.study.study_rounds(params), pc.study.reuses_chapter_runs(params)
+    rows = study.student_sweep_rows(folder).to_dict("records")
     for name in conditions:
-        cond = pc.study.BY_NAME[name]
         for s in seeds:
             t0 = time.perf_counter()
-            initial = pc.load_or_train(folder.initial(s), params["widths"], data, pc.student_config(params, s), seed=s)
-            cfg = pc.grow_config(params, s, **pc.study.grow_changes(cond, rounds))
-            res = pc.plant_and_save(initial, teacher, data, cfg, pc.study.condition_run(folder, cond, s, reuse),
-                                    progress=False)
-            kept = res.chosen().iloc[-1]
-            print(f"{name} seed {s}: {int(kept['params'])} params, test acc {kept['test_acc']:.4f}, "
-                  f"{res.stop_reason} ({time.perf_counter() - t0:.0f} s)", flush=True)
+            res, row = study.grow_condition(folder, study.BY_NAME[name], s, params, data, teacher)
+            rows.append(row)
+            print(f"{name} seed {s}: {row['params']} params, test acc {row['test_acc']:.4f}, {res.stop_reason} "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    return rows
 
 
-def matched_students(params: dict, book_run: Path, out: Path, seeds: list[int]) -> None:
+def matched_students(params: dict, book_run: Path, out: Path, seeds: list[int]) -> list[dict]:
     """For each seed and width, a compute-matched student with the budget of that seed's finetune-old search
-    (the book run's history for seeds 0-2, else the one in `out`), into out/matched/."""
+    (the book run's for seeds 0-2, else the one in `out`), into out/matched/; their sweep.csv rows."""
     data = pc.load_run_data(params, "cpu")
     teacher = pc.load_or_train(book_run / "teacher.pt", [params["teacher_width"]] * 5, data, pc.teacher_config(params))
-    cond = pc.study.BY_NAME["finetune-old"]
+    cond, rows = study.BY_NAME["finetune-old"], []
     for s in seeds:
         home = pc.RunFolder(book_run if s < 3 else out)
-        history = pd.read_csv(pc.study.condition_run(home, cond, s, pc.study.reuses_chapter_runs(params)) / "history.csv")
+        history = pd.read_csv(study.condition_run(home, cond, s, study.reuses_chapter_runs(params)) / "history.csv")
         rounds = matched.search_budget(history, pc.NUM_CONVS)
-        for w in STUDENT_WIDTHS:
+        for w in study.VERDICT_WIDTHS:
             t0 = time.perf_counter()
             net = matched.train_matched(out / "matched" / f"w{w}-seed{s}.pt", [w] * 5, data,
                                         pc.student_config(params, s), pc.grow_config(params, s).train, rounds,
                                         pc.NUM_CONVS, teacher)
+            rows.append(matched.sweep_row(net, s))
             print(f"matched [{w}] seed {s}: {rounds} rounds x {pc.NUM_CONVS}, test acc {net.meta['test_acc']:.4f} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    return rows
 
 
 if __name__ == "__main__":

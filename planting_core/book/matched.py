@@ -11,6 +11,7 @@ training epochs (and images seen) equal the search's; only validation data choos
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from dataclasses import replace
@@ -21,7 +22,7 @@ import torch
 
 from ..checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from ..data import Data
-from ..models import PlainCNN
+from ..models import PlainCNN, count_parameters
 from ..distill import teacher_logits
 from ..train import TrainConfig, evaluate, fit
 from .experiments import _refuse_if_changed, training_settings
@@ -39,6 +40,20 @@ def matched_settings(student: TrainConfig, rounds_cfg: TrainConfig, rounds: int,
     return {"student": training_settings(student), "rounds_training": training_settings(rounds_cfg),
             "rounds": rounds, "candidates": candidates, "data": data.describe(),
             "teacher": None if teacher is None else fingerprint(teacher)}
+
+
+def sweep_row(net: PlainCNN, seed: int) -> dict:
+    """A compute-matched student's sweep.csv row (kind "matched"): its kept network's validation and test figures,
+    its rounds, candidates and seconds."""
+    meta, log = net.meta, net.meta["rounds_log"]
+    kept = [r for r in log if r["kept"]][-1]
+    settings = meta["settings"]
+    return dict(kind="matched", condition=f"matched {settings['rounds_training']['loss'].upper()}", seed=seed,
+                varied=f"widths=[{net.widths[0]}]*5, {settings['rounds']} rounds x {settings['candidates']}",
+                settings=json.dumps(settings, sort_keys=True), rounds=int(kept["round"]), widths=str(list(net.widths)),
+                params=count_parameters(net), val_loss=float(kept["val_loss"]), val_acc=float(kept["val_acc"]),
+                test_acc=float(meta["test_acc"]), candidates=settings["rounds"] * settings["candidates"],
+                seconds=float(sum(r["seconds"] for r in log)), stop_reason="")
 
 
 def round_seed(seed: int, rnd: int, candidate: int) -> int:

@@ -95,6 +95,11 @@ _TABLE = [
           *_optional_list(*registry("book.study", "BY_NAME"))),
     Param("study_rounds", None, "study: planting rounds at most per condition, at most 50 (None: max_rounds, or 50)",
           "an integer from 1 to 50, or None", optional(int_in(1, 50))),
+    Param("verdict_dir", None, "study: a folder whose sweep.csv has more seeds of the named conditions and students and "
+          "the compute-matched students, on this run's split and teacher (tools.verdict_runs; None: none)",
+          "a folder path or None", optional(non_empty_str)),
+    Param("resampled_dir", None, "study: a folder whose sweep.csv has the runs where each seed drew its own data "
+          "split (tools.verdict_runs --resample; None: none)", "a folder path or None", optional(non_empty_str)),
     # compared methods
     Param("prune_from", [32, 64], "pruning: the widths [w]*5 trained with the group-sparse penalty, then pruned",
           f"a non-empty list of distinct integers from 1 to {MAX_WIDTH}", list_of(int_in(1, MAX_WIDTH), unique=True)),

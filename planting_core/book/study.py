@@ -16,12 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy import stats
 
 from ..checkpoint import load_checkpoint
 from .report import mean_std_text
 from .runfolder import RunFolder
-from .configs import teacher_config
+from .configs import grow_config, student_config, teacher_config
+from .experiments import growth_settings, load_or_train, plant_and_save
+from ..data import Data
 from ..search import GrowResult
 from ..train import TrainConfig
 from .tuning import SWEEP_COLUMNS, network_row
@@ -73,6 +76,9 @@ CONDITIONS: list[Condition] = [
     Condition("epochs-30", "under-trained candidates", {"train_epochs": 30}),
 ]
 BY_NAME = {c.name: c for c in CONDITIONS}
+# the amended protocol's extra seeds (tools/verdict_runs.py): these conditions, and the students of these widths
+VERDICT_CONDITIONS = ["paper", "finetune-old", "train-head", "stop-split"]
+VERDICT_WIDTHS = [8, 16, 32]
 
 
 def study_rounds(params: dict) -> int:
@@ -114,6 +120,18 @@ def condition_teacher(folder: RunFolder, cond: Condition, params: dict) -> tuple
     p = {**params, **cond.teacher}
     path = folder.study_teacher(cond.name) if cond.teacher else folder.teacher
     return path, [p["teacher_width"]] * 5, teacher_config(p)
+
+
+def grow_condition(folder: RunFolder, cond: Condition, seed: int, params: dict, data: Data,
+                   teacher: torch.nn.Module) -> tuple[GrowResult, dict]:
+    """Grow (or load) one condition's planting run of one seed in `folder`, from that seed's initial network;
+    returns the result and its sweep.csv row."""
+    initial = load_or_train(condition_initial(folder, cond, seed), cond.widths or params["widths"], data,
+                            student_config(params, seed), seed=seed, desc=f"initial {cond.name} seed {seed}")
+    cfg = grow_config(params, seed, **grow_changes(cond, study_rounds(params)))
+    res = plant_and_save(initial, teacher, data, cfg, condition_run(folder, cond, seed, reuses_chapter_runs(params)),
+                         progress=False)
+    return res, sweep_row(cond, seed, res, growth_settings(cfg, initial, teacher, data))
 
 
 def sweep_row(cond: Condition, seed: int, result: GrowResult, settings: dict) -> dict:
