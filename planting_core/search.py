@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .speed import distributed
 from .checkpoint import atomic_save, fingerprint, network_from_record, network_record, safe_load, write_csv
-from .data import Data, Split
+from .data import Data
 from .device import to_device
 from .distill import teacher_logits
 from .errors import NonFiniteLossError, PlantingError
@@ -25,13 +25,15 @@ from .models import PlainCNN, count_parameters
 from .fields import check_field, default
 from .speed.fused import fit_fused, use_fused
 from .speed.parallel import candidate_threads, map_concurrently
-from .planting import merge, train_head
+from .planting import merge
+from .policies import Training, training_policy, validation_policy
 from .prefix import site_prefix
 from .sites import Site, check_site, survey
 from .proposals import PROPOSALS, Candidate
 from .selection import SELECTIONS
 from .stopping import STOP_RULES
-from .train import TRAIN_SPEED_FIELDS, TrainConfig, check_pair, evaluate, fit, warn_if_collapsed
+from .records import settings_record
+from .train import TrainConfig, check_pair, evaluate, fit, warn_if_collapsed
 
 
 if TYPE_CHECKING:  # pandas is imported only where a table is written or returned
@@ -94,23 +96,6 @@ NAN = float("nan")
 FAILED = {"loss": NAN, "acc": NAN, "kd": NAN}
 
 
-# GrowConfig fields added after runs were saved: recorded only when set, so that the runs made before them (at the
-# default, which keeps the old behaviour) still resume and load
-LATER_FIELDS = {"finetune_head": False, "stop_split": False}
-
-
-SPEED_FIELDS = {"fused", "candidate_threads"}  # change how fast a run goes, not what it learns (beyond float rounding): not recorded
-
-
-def settings_record(cfg: GrowConfig) -> dict:
-    """The search's settings as a saved run records them: asdict(cfg), less later fields left at their default
-    and speed switches."""
-    record = {k: v for k, v in asdict(cfg).items()
-              if k not in SPEED_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
-    record["train"] = {k: v for k, v in record["train"].items() if k not in TRAIN_SPEED_FIELDS}
-    return record
-
-
 def growth_sites(model: nn.Module, example_input: torch.Tensor) -> list[Site]:
     """Where grow() plants: a PlainCNN's five convolutions (the paper), any other network's find_sites()."""
     found = survey(model, example_input)
@@ -151,25 +136,15 @@ def unpack(obj: dict, device: torch.device, template: nn.Module) -> nn.Module:
 class CandidateTrainer:
     """Trains candidates of a round, with the teacher's logits computed once for every candidate and round."""
 
-    def __init__(self, teacher: torch.nn.Module, data: Data, cfg: GrowConfig, sites: list[Site]):
+    def __init__(self, teacher: torch.nn.Module, data: Data, cfg: GrowConfig, sites: list[Site], training: Training):
         self.data, self.cfg, self.teacher, self.sites = data, cfg, teacher, sites
         self.tcfg = replace(cfg.train, progress=False, eval_each_epoch=False)  # validated once, after training
         bs = self.tcfg.eval_batch_size
         # teacher logits once per split (unless augmentation needs the teacher live on each augmented batch)
         self.targets = None if self.tcfg.augment or self.tcfg.loss != "kd" else teacher_logits(teacher, data.train.x, bs)
-        self.val_targets = teacher_logits(teacher, data.val.x, bs)  # (N_val, K) for the val_kd column
-        self.half = len(data.val) // 2  # stop_split: images [0, half) choose the winner, [half, N_val) stop
-
-    def validate(self, net: PlainCNN) -> dict:
-        """Validation cross-entropy, accuracy and KD loss to the teacher (with stop_split: on the first half of
-        the validation split, plus stop_loss, the cross-entropy on the second half)."""
-        bs, val, T = self.tcfg.eval_batch_size, self.data.val, self.tcfg.T
-        if not self.cfg.stop_split:
-            return evaluate(net, val, bs, self.val_targets, T)
-        h = self.half
-        choose = evaluate(net, Split(val.x[:h], val.y[:h]), bs, self.val_targets[:h], T)
-        stop = evaluate(net, Split(val.x[h:], val.y[h:]), bs, self.val_targets[h:], T)
-        return {**choose, "stop_loss": stop["loss"]}
+        self.training = training  # which of a candidate's parameters train (policies.py)
+        # net -> validation metrics (the teacher's (N_val, K) logits for the val_kd column); which metric stops
+        self.validate = validation_policy(cfg, data.val, teacher_logits(teacher, data.val.x, bs))
 
     def row(self, rnd: int, layer: int | None, net: nn.Module, val: dict, seconds: float, status: str = "ok") -> dict:
         """history_row() with this search's widths."""
@@ -185,10 +160,8 @@ class CandidateTrainer:
             if self.cfg.max_params is not None and count_parameters(net) > self.cfg.max_params:
                 yield cand.key, {"row": self.row(rnd, cand.layer, net, FAILED, 0.0, "over max_params"), "net": None}
                 continue
-            built.append((cand, seed, merge(net) if self.cfg.finetune_old else
-                          train_head(net) if self.cfg.finetune_head else net))
-        plain = not (self.cfg.finetune_old or self.cfg.finetune_head)
-        if plain and use_fused(self.cfg.fused, self.data.train.x.device, [net for _, _, net in built], self.tcfg):
+            built.append((cand, seed, self.training.prepare(net)))
+        if self.training.new_only and use_fused(self.cfg.fused, self.data.train.x.device, [net for _, _, net in built], self.tcfg):
             t0 = time.perf_counter()
             try:  # fit_fused writes into the candidates only when it has finished: a failure leaves them untouched
                 finite = fit_fused([net for _, _, net in built], self.data,
@@ -260,14 +233,11 @@ def grow(initial: nn.Module, teacher: torch.nn.Module, data: Data, cfg: GrowConf
     """
     cfg = (cfg or GrowConfig()).check()
     check_pair(initial, teacher)
-    if cfg.finetune_head and not isinstance(initial, PlainCNN):
-        raise PlantingError(f"finetune_head=True trains the paper's PlainCNN classifier (fc1, fc2); a "
-                            f"{type(initial).__name__} has none by those names: use finetune_old or neither")
     dev = data.train.x.device
     to_device(teacher, dev).eval()
     sites = [check_site(initial, s) for s in sites] if sites else growth_sites(merge(initial), data.train.x[:2].cpu())
     propose, selection, stop_rule = PROPOSALS[cfg.propose], SELECTIONS[cfg.select], STOP_RULES[cfg.stop]
-    trainer = CandidateTrainer(teacher, data, cfg, sites)
+    trainer = CandidateTrainer(teacher, data, cfg, sites, training_policy(cfg, initial))
     state = PlantingState(Path(out_dir) if out_dir else None, cfg, initial, teacher, data, trainer)
     if state.stop_reason:
         return state.result()  # the run had finished: its result as it was
@@ -290,7 +260,7 @@ def grow(initial: nn.Module, teacher: torch.nn.Module, data: Data, cfg: GrowConf
             state.stop_reason = no_winner_reason(round_rows, cfg)
             break
         winner = selection.choose(trained, state.kept_row())
-        stop_metric = "stop_loss" if cfg.stop_split else selection.metric
+        stop_metric = trainer.validate.stop_metric(selection.metric)
         keep, reason = stop_rule(winner, state.kept_row(), stop_metric, cfg.min_delta)
         if not keep:
             state.rows.extend(round_rows)
@@ -321,7 +291,7 @@ class PlantingState:
         else:
             self.current = to_device(merge(initial), data.train.x.device)
             self.rows = [trainer.row(0, None, self.current, trainer.validate(self.current), 0.0)]
-            revive = "it may not revive it" if cfg.finetune_old else "planting trains only new channels and cannot revive it"
+            revive = "it may not revive it" if trainer.training.revives else "planting trains only new channels and cannot revive it"
             warn_if_collapsed(self.rows[0]["val_acc"], data.val, "the initial network", f"{revive}: train the initial "
                               f"network again (another seed, a lower learning rate or a longer warm-up)")
             self._measure_test(self.rows[0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
 
@@ -25,10 +25,9 @@ from .errors import NonFiniteLossError, PlantingError
 from .speed.graphstep import StaticStep, optimizer_momenta, use_graph
 from .fields import FIELDS, check_field, default
 from .prefix import site_prefix
+from .records import resume_record
 
 LOSSES = ("ce", "kd")
-# TrainConfig fields that change only how fast it trains (added later): no saved state or setting records them
-TRAIN_SPEED_FIELDS = ("cuda_graph",)
 NOT_EVALUATED = {"loss": float("nan"), "acc": float("nan")}  # an epoch that was not validated
 
 
@@ -145,12 +144,6 @@ def _prefix_cache(model: FrozenPrefix, x: torch.Tensor, cfg: TrainConfig) -> tup
     return tuple(torch.cat(p) for p in zip(*parts))
 
 
-def resume_record(cfg: TrainConfig) -> dict:
-    """The settings a training state is saved with and must match to resume: every field but the speed switches
-    (TRAIN_SPEED_FIELDS: states saved before them still resume), progress bars always recorded as on."""
-    return {k: v for k, v in asdict(replace(cfg, progress=True)).items() if k not in TRAIN_SPEED_FIELDS}
-
-
 def lr_schedule(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     """The learning rate's factor at step s (0-based, one step per batch): linear warm-up over cfg.warmup
     epochs, then cosine to 0 at the last step."""
@@ -178,107 +171,13 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
     pruning's group-sparse regulariser; the logged train loss leaves it out).
     Returns one dict per epoch: epoch, train_loss, val_loss, val_acc, seconds.
     """
-    cfg.check()
-    dev = data.train.x.device
-    to_device(model, dev).train()
-    if cfg.loss == "kd":
-        if teacher is None and targets is None:
-            raise PlantingError("loss 'kd' needs a teacher (or its cached logits as targets)")
-        if teacher is not None:
-            check_pair(model, teacher)
-            to_device(teacher, dev).eval()
-        if targets is None and not cfg.augment:
-            targets = teacher_logits(teacher, data.train.x, cfg.eval_batch_size)  # (N, K), once per run
-    check_forward(model, data.train.x[:2])
-    params = trainable_parameters(model)
-    if not params:
-        raise PlantingError("this network has no trainable parameters")
-    steps = math.ceil(len(data.train) / cfg.batch_size)
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(cfg, steps))
-    history: list[dict] = []
-    first = 0
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = safe_load(checkpoint, "training state")
-        if state.get("config") != resume_record(cfg):
-            raise PlantingError(f"{checkpoint}: this training state was written with other settings; "
-                                f"delete it to start over, or use the settings it was made with")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        history, first = state["history"], state["epoch"] + 1
-    # a network with a frozen prefix (e.g. a planted one) computes it without autograd: once for all epochs if
-    # no augmentation and it fits, else per batch
-    frozen = model if isinstance(model, FrozenPrefix) else site_prefix(model)  # a network planted at a site: traced
-    split = frozen is not None
-    cache = _prefix_cache(frozen, data.train.x, cfg) if split and cfg.cache_frozen and not cfg.augment else None
-    n_train = len(data.train)
-    # under torchrun: each process a shard of every batch; DDP averages the gradients over the processes
-    parallel = data_parallel and distributed.active() and not split
-    net = distributed.wrap(model) if parallel else model
-    regularise = penalty or (lambda m: 0.0)
-    forward = frozen.forward_from_prefix if split else net  # (what inputs_of gives) -> (B, K) logits
-
-    def inputs_of(idx: torch.Tensor, xb: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """forward's inputs for a batch: the cached frozen prefix, the prefix computed now, or the images."""
-        if cache is not None:
-            return tuple(c[idx] for c in cache)
-        return frozen.frozen_prefix(xb) if split else (xb,)
-
-    def batch_loss(logits: torch.Tensor, yb: torch.Tensor, tb: torch.Tensor | None) -> torch.Tensor:
-        return kd_loss(logits, tb, cfg.T, yb, cfg.alpha) if cfg.loss == "kd" else ce_loss(logits, yb)
-    static = None  # the static step (graphstep.py): full batches replayed from a CUDA graph
-    if not parallel and use_graph(cfg.cuda_graph, dev, (n_train // cfg.batch_size) * (cfg.epochs - first)):
-        def loss_of(inputs, yb, tb):  # (B, ...) inputs -> (objective with the penalty, the batch's loss)
-            with autocast(dev, cache=dev.type != "cuda"):
-                loss = batch_loss(forward(*inputs), yb, tb)
-            return loss + regularise(model), loss
-        static = StaticStep(loss_of, params, optimizer_momenta(opt), cfg.momentum, cfg.weight_decay,
-                            capture=dev.type == "cuda")
-    bar = tqdm(total=steps * (cfg.epochs - first), desc=desc, disable=not cfg.progress, leave=False)
+    run = TrainingRun(model, data, cfg, teacher, targets, data_parallel, penalty)
+    history, first = run.resume(checkpoint)
+    run.prepare(first)
+    bar = tqdm(total=run.steps * (cfg.epochs - first), desc=desc, disable=not cfg.progress, leave=False)
     for epoch in range(first, cfg.epochs):
         t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        total = torch.zeros((), device=dev)
-        for idx in batches(n_train, cfg.batch_size, shuffle=True, generator=gen, device=dev):
-            xb, yb = data.train.x[idx], data.train.y[idx]  # (B, C, H, W), (B,)
-            if cfg.augment:
-                xb = augment(xb, gen, cfg.flip, cfg.crop_pad)
-            batch = len(idx)
-            if parallel:  # this process's share: every N-th image from its rank, (B / processes, ...)
-                idx, xb, yb = (distributed.my_share(t) for t in (idx, xb, yb))
-            with autocast(dev):
-                tb = None
-                if cfg.loss == "kd":
-                    if targets is not None:
-                        tb = targets[idx]
-                    else:
-                        with torch.no_grad():
-                            tb = teacher(xb)  # live teacher on the same augmented view
-            if static is not None and batch == cfg.batch_size:  # a full batch: the static (CUDA graph) step
-                with torch.no_grad(), autocast(dev):
-                    inputs = inputs_of(idx, xb)
-                total += static(inputs, yb, tb, opt.param_groups[0]["lr"]) * batch
-                with warnings.catch_warnings():  # the static step updates through sgd_update, not opt.step()
-                    warnings.simplefilter("ignore", UserWarning)
-                    sched.step()
-                bar.update(1)
-                continue
-            with autocast(dev):
-                logits = forward(*inputs_of(idx, xb))  # (B, K)
-                if len(idx):
-                    loss = batch_loss(logits, yb, tb)
-                else:  # a process with no image of a short last batch still joins the gradient average
-                    loss = logits.sum() * 0.0
-            # DDP averages over processes: scaled so that the step is the one of the whole batch's mean loss
-            scale = len(idx) * distributed.world_size() / batch if parallel else 1.0
-            opt.zero_grad(set_to_none=True)
-            (loss * scale + regularise(model)).backward()
-            opt.step()
-            sched.step()
-            total += loss.detach() * len(idx)  # stays on the device: no host sync per step
-            bar.update(1)
-        train_loss = (distributed.all_sum(total) if parallel else total).item() / n_train  # one sync per epoch
+        train_loss = run.epoch(epoch, bar)
         if not math.isfinite(train_loss):
             bar.close()
             raise NonFiniteLossError(f"{desc}: the training loss became {train_loss} in epoch {epoch + 1}; "
@@ -289,14 +188,152 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
                             seconds=time.perf_counter() - t0))
         bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val['acc']:.3f}")
         if checkpoint is not None:
-            atomic_save({"config": resume_record(cfg), "model": model.state_dict(),
-                         "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
-                         "history": history}, checkpoint)
+            run.save(checkpoint, epoch, history)
     bar.close()
     if history and warn_collapse:
         warn_if_collapsed(history[-1]["val_acc"], data.val, desc, f"lower the learning rate (now {cfg.lr}), "
                           f"lengthen the warm-up (now {cfg.warmup} epochs) or try another seed")
     return history
+
+
+class TrainingRun:
+    """One fit's set-up (checks, teacher targets, optimiser, schedule) and its two kinds of step: eager, or the
+    static step (graphstep.py: full batches replayed from a CUDA graph)."""
+
+    def __init__(self, model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | None,
+                 targets: torch.Tensor | None, data_parallel: bool, penalty: Callable[[nn.Module], torch.Tensor] | None):
+        cfg.check()
+        self.model, self.data, self.cfg, self.teacher, self.dev = model, data, cfg, teacher, data.train.x.device
+        to_device(model, self.dev).train()
+        if cfg.loss == "kd":
+            if teacher is None and targets is None:
+                raise PlantingError("loss 'kd' needs a teacher (or its cached logits as targets)")
+            if teacher is not None:
+                check_pair(model, teacher)
+                to_device(teacher, self.dev).eval()
+            if targets is None and not cfg.augment:
+                targets = teacher_logits(teacher, data.train.x, cfg.eval_batch_size)  # (N, K), once per run
+        self.targets = targets
+        check_forward(model, data.train.x[:2])
+        self.params = trainable_parameters(model)
+        if not self.params:
+            raise PlantingError("this network has no trainable parameters")
+        self.steps = math.ceil(len(data.train) / cfg.batch_size)
+        self.opt = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_schedule(cfg, self.steps))
+        self.data_parallel, self.regularise = data_parallel, penalty or (lambda m: 0.0)
+
+    def resume(self, checkpoint: str | Path | None) -> tuple[list[dict], int]:
+        """The history so far and the first epoch to train: from the training state at `checkpoint`, if any."""
+        if checkpoint is None or not Path(checkpoint).exists():
+            return [], 0
+        state = safe_load(checkpoint, "training state")
+        if state.get("config") != resume_record(self.cfg):
+            raise PlantingError(f"{checkpoint}: this training state was written with other settings; "
+                                f"delete it to start over, or use the settings it was made with")
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        return state["history"], state["epoch"] + 1
+
+    def save(self, checkpoint: str | Path, epoch: int, history: list[dict]) -> None:
+        """Write the training state after `epoch` (atomically): a rerun resumes from the next one."""
+        atomic_save({"config": resume_record(self.cfg), "model": self.model.state_dict(),
+                     "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "epoch": epoch,
+                     "history": history}, checkpoint)
+
+    def prepare(self, first: int) -> None:
+        """The forward path (a frozen prefix, cached if it fits; DDP under torchrun) and the static step, if any."""
+        cfg, model = self.cfg, self.model
+        # a network with a frozen prefix (e.g. a planted one) computes it without autograd: once for all epochs if
+        # no augmentation and it fits, else per batch
+        self.frozen = model if isinstance(model, FrozenPrefix) else site_prefix(model)  # planted at a site: traced
+        split = self.frozen is not None
+        self.cache = (_prefix_cache(self.frozen, self.data.train.x, cfg)
+                      if split and cfg.cache_frozen and not cfg.augment else None)
+        # under torchrun: each process a shard of every batch; DDP averages the gradients over the processes
+        self.parallel = self.data_parallel and distributed.active() and not split
+        net = distributed.wrap(model) if self.parallel else model
+        self.forward = self.frozen.forward_from_prefix if split else net  # (what inputs_of gives) -> (B, K) logits
+        self.static = None
+        if not self.parallel and use_graph(cfg.cuda_graph, self.dev, (len(self.data.train) // cfg.batch_size)
+                                           * (cfg.epochs - first)):
+            self.static = StaticStep(self.loss_of, self.params, optimizer_momenta(self.opt), cfg.momentum,
+                                     cfg.weight_decay, capture=self.dev.type == "cuda")
+
+    def inputs_of(self, idx: torch.Tensor, xb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """forward's inputs for a batch: the cached frozen prefix, the prefix computed now, or the images."""
+        if self.cache is not None:
+            return tuple(c[idx] for c in self.cache)
+        return self.frozen.frozen_prefix(xb) if self.frozen is not None else (xb,)
+
+    def batch_loss(self, logits: torch.Tensor, yb: torch.Tensor, tb: torch.Tensor | None) -> torch.Tensor:
+        """The batch's mean loss: distillation (to teacher logits tb) or cross-entropy."""
+        cfg = self.cfg
+        return kd_loss(logits, tb, cfg.T, yb, cfg.alpha) if cfg.loss == "kd" else ce_loss(logits, yb)
+
+    def loss_of(self, inputs, yb, tb):  # (B, ...) inputs -> (objective with the penalty, the batch's loss)
+        """The static step's loss: (objective with the penalty, the batch's loss)."""
+        with autocast(self.dev, cache=self.dev.type != "cuda"):
+            loss = self.batch_loss(self.forward(*inputs), yb, tb)
+        return loss + self.regularise(self.model), loss
+
+    def teacher_targets(self, idx: torch.Tensor, xb: torch.Tensor) -> torch.Tensor | None:
+        """The batch's teacher logits (B, K): cached, or the live teacher on the same (augmented) view."""
+        if self.cfg.loss != "kd":
+            return None
+        if self.targets is not None:
+            return self.targets[idx]
+        with torch.no_grad():
+            return self.teacher(xb)
+
+    def epoch(self, epoch: int, bar: tqdm) -> float:
+        """Train one epoch (its own seeded batch order and augmentation); the mean training loss."""
+        cfg, data, n_train = self.cfg, self.data, len(self.data.train)
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        total = torch.zeros((), device=self.dev)
+        for idx in batches(n_train, cfg.batch_size, shuffle=True, generator=gen, device=self.dev):
+            xb, yb = data.train.x[idx], data.train.y[idx]  # (B, C, H, W), (B,)
+            if cfg.augment:
+                xb = augment(xb, gen, cfg.flip, cfg.crop_pad)
+            batch = len(idx)
+            if self.parallel:  # this process's share: every N-th image from its rank, (B / processes, ...)
+                idx, xb, yb = (distributed.my_share(t) for t in (idx, xb, yb))
+            with autocast(self.dev):
+                tb = self.teacher_targets(idx, xb)
+            if self.static is not None and batch == cfg.batch_size:  # a full batch: the static (CUDA graph) step
+                total += self.static_step(idx, xb, yb, tb) * batch
+            else:
+                total += self.eager_step(idx, xb, yb, tb, batch)
+            bar.update(1)
+        return (distributed.all_sum(total) if self.parallel else total).item() / n_train  # one sync per epoch
+
+    def static_step(self, idx: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor, tb: torch.Tensor | None):
+        """One full batch through the static step; its loss (on the device)."""
+        with torch.no_grad(), autocast(self.dev):
+            inputs = self.inputs_of(idx, xb)
+        loss = self.static(inputs, yb, tb, self.opt.param_groups[0]["lr"])
+        with warnings.catch_warnings():  # the static step updates through sgd_update, not opt.step()
+            warnings.simplefilter("ignore", UserWarning)
+            self.sched.step()
+        return loss
+
+    def eager_step(self, idx: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor, tb: torch.Tensor | None,
+                   batch: int) -> torch.Tensor:
+        """One optimiser step on this process's share of a batch of `batch` images; its summed loss (on the device)."""
+        with autocast(self.dev):
+            logits = self.forward(*self.inputs_of(idx, xb))  # (B, K)
+            if len(idx):
+                loss = self.batch_loss(logits, yb, tb)
+            else:  # a process with no image of a short last batch still joins the gradient average
+                loss = logits.sum() * 0.0
+        # DDP averages over processes: scaled so that the step is the one of the whole batch's mean loss
+        scale = len(idx) * distributed.world_size() / batch if self.parallel else 1.0
+        self.opt.zero_grad(set_to_none=True)
+        (loss * scale + self.regularise(self.model)).backward()
+        self.opt.step()
+        self.sched.step()
+        return loss.detach() * len(idx)  # stays on the device: no host sync per step
 
 
 def warn_if_collapsed(val_acc: float, val: Split, what: str, advice: str) -> bool:

@@ -1,5 +1,6 @@
 """The library's shape: no repository paths, no import cycles, and it works installed outside the repository."""
 import ast
+import re
 import os
 import subprocess
 import sys
@@ -32,10 +33,17 @@ def test_the_library_knows_no_repository_layout():
 
 def imports_of(path: Path) -> set[str]:
     """Modules of planting_core that a module imports, at any depth of its code (local imports too), as dotted names
-    within the package ('checkpoint', 'book.study', 'speed')."""
+    within the package ('checkpoint', 'book.study', 'speed'); those under `if TYPE_CHECKING:` (annotations only,
+    never run) are left out."""
     here = module_name(path).split(".")[:-1]  # the module's subpackage, e.g. ['book']
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
+                   for stmt in block.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = here[:len(here) - (node.level - 1)]
@@ -110,6 +118,24 @@ def test_the_library_owns_its_defaults_and_the_books_table_agrees():
 def test_fit_knows_nothing_of_planting():
     text = (PACKAGE / "train.py").read_text()
     assert "planting" not in imports_of(PACKAGE / "train.py") and "planted_layer" not in text
+
+
+def test_no_library_function_is_longer_than_sixty_lines():
+    long = [f"{module_name(p)}.{n.name} ({n.end_lineno - n.lineno + 1} lines)" for p in library_modules()
+            for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and n.end_lineno - n.lineno + 1 > 60]
+    assert not long, long
+
+
+def test_the_search_loop_branches_on_no_study_switch():
+    """finetune_old, finetune_head and stop_split reach the search only as policies (policies.py); what a saved
+    run records is decided in records.py alone."""
+    search = (PACKAGE / "search.py").read_text().split("def settings_record")[-1].split("def check(self)")[-1]
+    after_config = search.split("class GrowResult")[1]  # everything but GrowConfig's fields and check()
+    assert not re.search(r"\.(finetune_old|finetune_head|stop_split)\b", after_config), "search branches on a switch"
+    homes = {module_name(p) for p in PACKAGE.rglob("*.py")
+             if re.search(r"^(TRAIN_SPEED|GROW_SPEED|GROW_LATER|\w*SPEED_FIELDS|LATER_FIELDS)\b", p.read_text(), re.M)}
+    assert homes == {"records"}, homes
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import planting_core as pc
 from conftest import make_data, small_cfg
 from planting_core.speed.graphstep import MIN_GRAPH_STEPS, sgd_update, use_graph
 from planting_core.book.pruning import sparse_penalty
-from planting_core.search import settings_record
+from planting_core.records import settings_record
 
 
 @pytest.mark.parametrize("tensor_lr", [False, True])

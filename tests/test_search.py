@@ -200,3 +200,19 @@ def test_a_finished_run_longer_than_the_budget_is_refused(data, teacher, initial
     with pytest.raises(pc.PlantingError, match="kept 2 rounds, more than max_rounds=1"):
         pc.plant_and_save(initial, teacher, data, small_cfg(max_rounds=1, stop="fixed-rounds"), tmp_path,
                           progress=False)
+
+
+def test_the_study_switches_are_policies(data, initial):
+    """Which parameters train and which validation images stop are objects the search calls (policies.py)."""
+    from planting_core.policies import SplitHalves, Validation, training_policy, validation_policy
+    names = {kw: training_policy(small_cfg(**{kw: True}), initial).name for kw in ("finetune_old", "finetune_head")}
+    assert names == {"finetune_old": "all", "finetune_head": "head"}
+    assert training_policy(small_cfg(), initial).new_only and training_policy(small_cfg(finetune_old=True), initial).revives
+    targets = torch.zeros(len(data.val), data.num_classes)
+    paper, halves = (validation_policy(small_cfg(stop_split=s), data.val, targets) for s in (False, True))
+    assert type(paper) is Validation and isinstance(halves, SplitHalves)
+    assert (paper.stop_metric("val_kd"), halves.stop_metric("val_kd")) == ("val_kd", "stop_loss")
+    assert "stop_loss" in halves(initial) and "stop_loss" not in paper(initial)
+    from nets import VGGBN
+    with pytest.raises(pc.PlantingError, match="finetune_head=True trains the paper's PlainCNN classifier"):
+        training_policy(small_cfg(finetune_head=True), VGGBN())

@@ -6,7 +6,7 @@ tuning, the compared methods, the comparison, reports, plots, the command line a
 """
 from . import bench, comparison, depthnet, fetch, projection, pruning, study, tuning
 from .configs import grow_config, load_run_data, student_config, teacher_config, with_defaults
-from .experiments import growth_settings, load_or_train, plant_and_save, read_history, train_students, training_settings
+from .experiments import growth_settings, load_or_train, plant_and_save, read_history, train_students
 from .fetch import fetch_checkpoints, write_manifest
 from .params import DEFAULTS, PAPER_NETWORKS, PARAMS, PROFILES, Param, check_params, check_value, profile_params
 from .plots import plot_accuracy_vs_params, plot_comparison, plot_planting_diagram, plot_search, plot_widths

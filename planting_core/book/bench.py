@@ -20,7 +20,7 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -199,8 +199,28 @@ def graph_throughput(data: pc.Data, width: int, steps: int) -> float:
     return steps * 128 / timed(replay)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run every comparison and print one line each; the last line is planting_round_speedup=<x>."""
+@dataclass
+class Setup:
+    """What every comparison shares: the arguments, data (also as torchvision datasets), a briefly trained teacher
+    and its logits, the initial network, the candidates' training and the number of steps each side times."""
+    args: argparse.Namespace
+    dev: torch.device
+    data: pc.Data
+    teacher: pc.PlainCNN
+    initial: pc.PlainCNN
+    cfg: pc.TrainConfig
+    steps: int
+    targets: torch.Tensor | None = None
+    tv_train: object = None
+    tv_val: object = None
+
+    def student(self) -> pc.PlainCNN:
+        """A fresh [student_width]*5 network."""
+        return pc.PlainCNN([self.args.student_width] * 5, **self.data.model_kwargs())
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
     ap = argparse.ArgumentParser(prog="python -m planting_core.bench", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small subset, under 2 minutes on 2 CPU cores")
     ap.add_argument("--device", default="cpu")
@@ -209,7 +229,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--teacher-width", type=int, default=64)
     ap.add_argument("--student-width", type=int, default=8)
     ap.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
-    a = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def setup(a: argparse.Namespace) -> Setup:
+    """Load the data and train the teacher (briefly: meaningful targets) and the initial network one epoch each."""
     subset = a.subset or (2000 if a.quick else 10_000)
     dev = pc.pick_device(a.device)
     if subset >= 60_000:  # all of it: 54,000 training and 6,000 validation images
@@ -224,58 +248,60 @@ def main(argv: list[str] | None = None) -> None:
     initial = pc.PlainCNN([a.student_width] * 5, **data.model_kwargs())
     pc.fit(initial, data, pc.TrainConfig(epochs=1, lr=0.02, progress=False))
     cfg = pc.TrainConfig(epochs=a.epochs, lr=0.01, loss="kd", progress=False)
-    if a.memory_only:
-        our_round(data, teacher, initial, cfg)
-        print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-        return
-    print(f"machine: {platform.machine()}, {platform.processor() or platform.platform()}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, device {dev}; Fashion-MNIST train {len(data.train)}, val {len(data.val)}; "
-          f"teacher [{a.teacher_width}]*5, student [{a.student_width}]*5, {CHANNELS} channels per step, "
-          f"{a.epochs} epoch(s) per candidate", flush=True)
-    root = pc.default_root()
-    tv_train, tv_val = torchvision_split(data, "train", root), torchvision_split(data, "val", root)
-    steps = 20 if a.quick else 60
-    targets = pc.teacher_logits(teacher, data.train.x)
+    return Setup(a, dev, data, teacher, initial, cfg, 20 if a.quick else 60)
 
-    # (a) data path: device-resident tensor batches vs a torchvision DataLoader, same model and loss
-    def ours_a():
-        net = pc.PlainCNN([a.student_width] * 5, **data.model_kwargs())
+
+def bench_data_path(b: Setup) -> None:
+    """(a) data path: device-resident tensor batches vs a torchvision DataLoader, same model and loss."""
+    data, steps = b.data, b.steps
+
+    def ours():
         sub = pc.Data(**{**data.__dict__, "train": pc.Split(data.train.x[:steps * 128], data.train.y[:steps * 128])})
-        pc.fit(net, sub, pc.TrainConfig(epochs=1, progress=False))
+        pc.fit(b.student(), sub, pc.TrainConfig(epochs=1, progress=False))
 
-    def ref_a():
-        net = pc.PlainCNN([a.student_width] * 5, **data.model_kwargs()).to(dev)
+    def ref():
+        net = b.student().to(b.dev)
         opt = torch.optim.SGD(net.parameters(), lr=0.02, momentum=0.9, weight_decay=5e-4)
-        for i, (x, y) in enumerate(DataLoader(tv_train, batch_size=128, shuffle=True)):
-            x, y = x.to(dev), y.to(dev)
+        for i, (x, y) in enumerate(DataLoader(b.tv_train, batch_size=128, shuffle=True)):
+            x, y = x.to(b.dev), y.to(b.dev)
             opt.zero_grad()
             F.cross_entropy(net(x), y).backward()
             opt.step()
             if i + 1 == steps:
                 break
     n_img = min(steps * 128, len(data.train))  # both sides stop at the end of the training split
-    line("a", n_img / timed(ours_a, 2), n_img / timed(ref_a, 2), "img/s", "training throughput, tensor batches vs DataLoader")
+    line("a", n_img / timed(ours, 2), n_img / timed(ref, 2), "img/s", "training throughput, tensor batches vs DataLoader")
 
-    # (b) KD step: cached teacher logits vs a live teacher forward
-    student = pc.to_device(pc.PlainCNN([a.student_width] * 5, **data.model_kwargs()), dev)
+
+def batch_indices(b: Setup) -> list[torch.Tensor]:
+    """The same `steps` random batches of 128 for both sides of (b) and (c)."""
+    return [torch.randint(0, len(b.data.train), (128,), generator=torch.Generator().manual_seed(i))
+            for i in range(b.steps)]
+
+
+def bench_kd_step(b: Setup) -> None:
+    """(b) KD step: cached teacher logits vs a live teacher forward."""
+    student = pc.to_device(b.student(), b.dev)
     opt = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9)
-    idx = [torch.randint(0, len(data.train), (128,), generator=torch.Generator().manual_seed(i)) for i in range(steps)]
+    idx = batch_indices(b)
 
     def kd_steps(live: bool):
         for ib in idx:
-            x = data.train.x[ib]
+            x = b.data.train.x[ib]
             with torch.no_grad():
-                t = teacher(x) if live else targets[ib]
+                t = b.teacher(x) if live else b.targets[ib]
             loss = pc.kd_loss(student(x), t, 4.0)
             opt.zero_grad()
             loss.backward()
             opt.step()
-    line("b", steps / timed(lambda: kd_steps(False), 2), steps / timed(lambda: kd_steps(True), 2), "steps/s",
+    line("b", b.steps / timed(lambda: kd_steps(False), 2), b.steps / timed(lambda: kd_steps(True), 2), "steps/s",
          "KD step, cached teacher logits vs live teacher")
 
-    # (c) planted step: split frozen/trainable tensors vs full weights with gradient masks
-    layer = 2
-    planted = pc.plant(initial, layer, CHANNELS).to(memory_format=torch.channels_last)
+
+def bench_planted_step(b: Setup) -> None:
+    """(c) planted step: split frozen/trainable tensors vs full weights with gradient masks."""
+    layer, idx = 2, batch_indices(b)
+    planted = pc.plant(b.initial, layer, CHANNELS).to(memory_format=torch.channels_last)
     masked = MaskedNet(planted, layer)
     masked.net.to(memory_format=torch.channels_last)
     opt_s = torch.optim.SGD(planted.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
@@ -284,29 +310,34 @@ def main(argv: list[str] | None = None) -> None:
     def planted_steps(split: bool):
         net, o = (planted, opt_s) if split else (masked.net, opt_m)
         for ib in idx:
-            x = data.train.x[ib]
+            x = b.data.train.x[ib]
             out = net.forward_from_prefix(*net.frozen_prefix(x)) if split else net(x)  # as fit() runs it
-            loss = pc.kd_loss(out, targets[ib], 4.0)
+            loss = pc.kd_loss(out, b.targets[ib], 4.0)
             o.zero_grad()
             loss.backward()
             if not split:
                 masked.step_grads(5e-4)
             o.step()
-    line("c", steps / timed(lambda: planted_steps(True), 2), steps / timed(lambda: planted_steps(False), 2), "steps/s",
-         "planted step (conv3), split frozen/trainable vs masked full weights")
+    line("c", b.steps / timed(lambda: planted_steps(True), 2), b.steps / timed(lambda: planted_steps(False), 2),
+         "steps/s", "planted step (conv3), split frozen/trainable vs masked full weights")
 
-    # (e) the frozen layers before the planted one: computed once and cached vs recomputed every batch
+
+def bench_prefix(b: Setup) -> None:
+    """(e) the frozen layers before the planted one: computed once and cached vs recomputed every batch."""
     def prefix_fit(cache: bool, at: int):
-        p = pc.plant(initial, at, CHANNELS, generator=torch.Generator().manual_seed(0))
-        pc.fit(p, data, replace(cfg, cache_frozen=cache), targets=targets)
+        p = pc.plant(b.initial, at, CHANNELS, generator=torch.Generator().manual_seed(0))
+        pc.fit(p, b.data, replace(b.cfg, cache_frozen=cache), targets=b.targets)
     for at in (2, 4):
         line(f"e{at + 1}", 1 / timed(lambda: prefix_fit(True, at)), 1 / timed(lambda: prefix_fit(False, at)),
              "fits/s", f"planted conv{at + 1} candidate, frozen part computed once vs every batch")
 
-    # (d) one full planting round: five candidates, same data, epochs and seeds
-    res, t_ours = our_round(data, teacher, initial, cfg)
+
+def bench_round(b: Setup) -> tuple[float, bool, float]:
+    """(d) one full planting round: five candidates, same data, epochs and seeds, ours vs the naive reference;
+    (speedup, same layer chosen, largest difference of validation losses)."""
+    res, t_ours = our_round(b.data, b.teacher, b.initial, b.cfg)
     t0 = time.perf_counter()
-    ref_losses = naive_round(initial, teacher, tv_train, tv_val, cfg)
+    ref_losses = naive_round(b.initial, b.teacher, b.tv_train, b.tv_val, b.cfg)
     t_ref = time.perf_counter() - t0
     ours_losses = res.history[res.history["round"] == 1].sort_values("layer")["val_loss"].tolist()
     same_layer = min(range(5), key=lambda i: ours_losses[i]) == min(range(5), key=lambda i: ref_losses[i])
@@ -314,45 +345,82 @@ def main(argv: list[str] | None = None) -> None:
     print("d: validation loss per planted layer, ours " + ", ".join(f"{v:.4f}" for v in ours_losses)
           + "; reference " + ", ".join(f"{v:.4f}" for v in ref_losses)
           + f"; max difference {diff:.2e}; same layer chosen: {same_layer}", flush=True)
-    speedup = line("d", t_ours, t_ref, "s", "one planting round of 5 candidates", higher_is_better=False)
-    mem_subset = subset if a.quick else 60_000  # default: the whole Fashion-MNIST training set (54,000 after val)
-    mem = subprocess.run([sys.executable, "-m", "planting_core.bench", "--memory-only", "--subset", str(mem_subset), "--device", a.device,
-                          "--epochs", str(a.epochs), "--teacher-width", str(a.teacher_width),
+    return line("d", t_ours, t_ref, "s", "one planting round of 5 candidates", higher_is_better=False), same_layer, diff
+
+
+def bench_memory(a: argparse.Namespace) -> None:
+    """Peak memory of a process running one planting round (a subprocess: its own peak RSS)."""
+    mem_subset = (a.subset or 2000) if a.quick else 60_000  # default: the whole training set (54,000 after val)
+    mem = subprocess.run([sys.executable, "-m", "planting_core.bench", "--memory-only", "--subset", str(mem_subset),
+                          "--device", a.device, "--epochs", str(a.epochs), "--teacher-width", str(a.teacher_width),
                           "--student-width", str(a.student_width)], capture_output=True, text=True, check=True)
     peak = json.loads(mem.stdout.strip().splitlines()[-1])["peak_rss_mib"]
     print(f"memory: peak RSS of a process running one of our planting rounds on "
           f"{'these' if a.quick else 'all 54,000 Fashion-MNIST'} training images: {peak:,.0f} MiB")
-    # (f) one planting round, the candidates together vs one at a time (every thread on one candidate), same device:
-    # fused into one batched computation (fused.py), and on a CPU concurrently, one thread each (parallel.py)
+
+
+def bench_together(b: Setup) -> float:
+    """(f) one planting round, the candidates together vs one at a time (every thread on one candidate), same
+    device: fused into one batched computation (fused.py), and on a CPU concurrently, one thread each
+    (parallel.py). Returns the ratio of this device's default path."""
     variants = {"one at a time": ("off", 1), "fused": ("on", 1)}  # (fused, candidate_threads)
-    if dev.type == "cpu":
+    if b.dev.type == "cpu":
         variants["concurrent"] = ("off", None)
     best = dict.fromkeys(variants, float("inf"))
     for _ in range(3):  # interleaved, the fastest of 3 each: a drift in the machine's speed hits every variant alike
         for name, (fused, threads) in variants.items():
-            best[name] = min(best[name], our_round(data, teacher, initial, cfg, fused=fused, threads=threads)[1])
+            best[name] = min(best[name], our_round(b.data, b.teacher, b.initial, b.cfg, fused=fused,
+                                                   threads=threads)[1])
     together = {"fused": line("f", best["fused"], best["one at a time"], "s", "one planting round, candidates fused "
                               "(one batched computation) vs one at a time", higher_is_better=False)}
-    if dev.type == "cpu":
-        at_once = min(pc.parallel.candidate_threads(None, dev), 5)
+    if b.dev.type == "cpu":
+        at_once = min(pc.parallel.candidate_threads(None, b.dev), 5)
         together["concurrent"] = line("f-threads", best["concurrent"], best["one at a time"], "s", f"one planting "
                                       f"round, candidates {at_once} at once (one thread each) vs one at a time",
                                       higher_is_better=False)
-    default_path = "fused" if dev.type == "cuda" else "concurrent"
-    fused_speedup = together[default_path]
+    default_path = "fused" if b.dev.type == "cuda" else "concurrent"
     print(f"f: planting's default here is {default_path}: fused_round_speedup is its ratio", flush=True)
-    # (g) fit's throughput at batch 128 per width: eager steps vs static steps (replayed from a CUDA graph on CUDA;
-    # the same step run eagerly elsewhere), and on CUDA the bare replay of that graph (the launch-free bound)
-    # a CUDA graph's capture is part of every fit: on CUDA, enough batches that the figure is the steady state
-    fit_steps = GPU_FIT_STEPS if dev.type == "cuda" else steps
+    return together[default_path]
+
+
+def bench_fit(b: Setup) -> None:
+    """(g) fit's throughput at batch 128 per width: eager steps vs static steps (replayed from a CUDA graph on
+    CUDA; the same step run eagerly elsewhere), and (h) on CUDA the bare replay of that graph (launch-free bound)."""
+    fit_steps = GPU_FIT_STEPS if b.dev.type == "cuda" else b.steps  # on CUDA: enough batches for the steady state
     for width in (8, 16, 32, 64, 128):
-        eager = fit_throughput(data, width, fit_steps * 128, "off")
-        static = fit_throughput(data, width, fit_steps * 128, "on")
-        kind = "replayed from a CUDA graph" if dev.type == "cuda" else "static, run eagerly (no CUDA)"
+        eager = fit_throughput(b.data, width, fit_steps * 128, "off")
+        static = fit_throughput(b.data, width, fit_steps * 128, "on")
+        kind = "replayed from a CUDA graph" if b.dev.type == "cuda" else "static, run eagerly (no CUDA)"
         line(f"g{width}", static, eager, "img/s", f"fit at batch 128, [{width}]*5, steps {kind} vs eager steps")
-        if dev.type == "cuda":
-            line(f"h{width}", graph_throughput(data, width, fit_steps), static, "img/s",
+        if b.dev.type == "cuda":
+            line(f"h{width}", graph_throughput(b.data, width, fit_steps), static, "img/s",
                  f"the bare graph replay (launch-free bound) vs fit with graph steps, [{width}]*5")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run every comparison and print one line each; the last lines are planting_round_speedup=<x> and
+    fused_round_speedup=<x>."""
+    a = parse_args(argv)
+    b = setup(a)
+    if a.memory_only:
+        our_round(b.data, b.teacher, b.initial, b.cfg)
+        print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        return
+    print(f"machine: {platform.machine()}, {platform.processor() or platform.platform()}, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}, device {b.dev}; Fashion-MNIST train {len(b.data.train)}, "
+          f"val {len(b.data.val)}; teacher [{a.teacher_width}]*5, student [{a.student_width}]*5, {CHANNELS} channels "
+          f"per step, {a.epochs} epoch(s) per candidate", flush=True)
+    root = pc.default_root()
+    b.tv_train, b.tv_val = torchvision_split(b.data, "train", root), torchvision_split(b.data, "val", root)
+    b.targets = pc.teacher_logits(b.teacher, b.data.train.x)
+    bench_data_path(b)
+    bench_kd_step(b)
+    bench_planted_step(b)
+    bench_prefix(b)
+    speedup, same_layer, diff = bench_round(b)
+    bench_memory(a)
+    fused_speedup = bench_together(b)
+    bench_fit(b)
     print(f"planting_round_speedup={speedup:.2f}")
     print(f"fused_round_speedup={fused_speedup:.2f}")
     if not same_layer or diff > 0.02:

@@ -6,7 +6,7 @@ what differs and what to delete.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -20,17 +20,10 @@ from ..errors import PlantingError
 from ..models import PlainCNN
 from .report import SUMMARY_COLUMNS, result_row
 from .runfolder import LEFT_OUT, RunFolder, left_out_rows
-from ..search import LATER_FIELDS, GrowConfig, GrowResult, grow, settings_record
-from ..train import TRAIN_SPEED_FIELDS, TrainConfig, evaluate, fit
+from ..records import settings_record, training_record, with_later_defaults
+from ..search import GrowConfig, GrowResult, grow
+from ..train import TrainConfig, evaluate, fit
 
-# TrainConfig fields that do not change what is learnt (progress bars, evaluation batch size, caching, graphs)
-NOT_LEARNING = {"progress", "eval_batch_size", "eval_each_epoch", "cache_frozen", "cache_bytes", *TRAIN_SPEED_FIELDS}
-
-
-def training_settings(cfg: TrainConfig) -> dict:
-    """The TrainConfig fields that change what is learnt (T and alpha only matter for distillation)."""
-    skip = NOT_LEARNING | ({"T", "alpha"} if cfg.loss == "ce" else set())
-    return {k: v for k, v in asdict(cfg).items() if k not in skip}
 
 
 def _refuse_if_changed(path: Path, saved: dict, wanted: dict, what: str = "trained") -> None:
@@ -54,7 +47,7 @@ def load_or_train(path: str | Path, widths: list[int] | None, data: Data, cfg: T
     """
     path = Path(path)
     dev = data.train.x.device
-    wanted = {**training_settings(cfg), "widths": None if widths is None else list(widths), "data": data.describe(),
+    wanted = {**training_record(cfg), "widths": None if widths is None else list(widths), "data": data.describe(),
               "teacher": None if teacher is None else fingerprint(teacher), **(origin or {}),
               **({"penalty": repr(penalty)} if penalty is not None else {})}
     if path.exists():  # a network of the user's own class is rebuilt from the one start() makes
@@ -103,7 +96,7 @@ def train_students(data: Data, student_widths: list[int], losses: list[str], see
 def growth_settings(cfg: GrowConfig, initial: PlainCNN, teacher: PlainCNN, data: Data) -> dict:
     """What a grown network depends on: the search's settings, and the initial network, teacher and split."""
     return {**{k: v for k, v in settings_record(cfg).items() if k not in ("train", "max_rounds")},
-            "train": training_settings(cfg.train), "initial": fingerprint(initial), "teacher": fingerprint(teacher),
+            "train": training_record(cfg.train), "initial": fingerprint(initial), "teacher": fingerprint(teacher),
             "data": data.fingerprint()}
 
 
@@ -120,7 +113,7 @@ def plant_and_save(initial: torch.nn.Module, teacher: PlainCNN, data: Data, cfg:
     if path.exists() and history.exists():
         saved = load_checkpoint(path, device=data.train.x.device, template=initial)
         # a later field is absent from runs saved at its default: compare with the default filled in on both sides
-        _refuse_if_changed(out_dir, {**LATER_FIELDS, **saved.meta.get("settings", {})}, {**LATER_FIELDS, **wanted},
+        _refuse_if_changed(out_dir, with_later_defaults(saved.meta.get("settings", {})), with_later_defaults(wanted),
                            what="grown")
         rounds = saved.meta.get("max_rounds")
         capped = str(saved.meta.get("stop_reason", "")).startswith("reached max_rounds")

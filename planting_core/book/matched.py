@@ -25,7 +25,8 @@ from ..data import Data
 from ..models import PlainCNN, count_parameters
 from ..distill import teacher_logits
 from ..train import TrainConfig, evaluate, fit
-from .experiments import _refuse_if_changed, training_settings
+from ..records import training_record
+from .experiments import _refuse_if_changed
 
 
 def search_budget(history: pd.DataFrame, candidates_per_round: int) -> int:
@@ -37,7 +38,7 @@ def search_budget(history: pd.DataFrame, candidates_per_round: int) -> int:
 def matched_settings(student: TrainConfig, rounds_cfg: TrainConfig, rounds: int, candidates: int, data: Data,
                      teacher: torch.nn.Module | None) -> dict:
     """What a compute-matched student's checkpoint is checked against before it is reused."""
-    return {"student": training_settings(student), "rounds_training": training_settings(rounds_cfg),
+    return {"student": training_record(student), "rounds_training": training_record(rounds_cfg),
             "rounds": rounds, "candidates": candidates, "data": data.describe(),
             "teacher": None if teacher is None else fingerprint(teacher)}
 
