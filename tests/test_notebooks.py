@@ -86,6 +86,19 @@ def test_study_notebook_writes_sweep_and_verdicts(smoke, tmp_path):
     pd.testing.assert_frame_equal(recomputed, table, check_dtype=False)
 
 
+def test_student_tuning_is_logged_with_its_choice(smoke, tmp_path):
+    out = tmp_path / "tuned"
+    shutil.copytree(smoke, out, ignore=shutil.ignore_patterns("notebooks", ".lock"))
+    run_batch("fashion-mnist", "smoke", {"tune_lr": [0.01, 0.05]}, out=out, only=["02"])
+    rows = pd.read_csv(out / "sweep.csv").query("kind == 'tuning' and condition == 'student'")
+    assert len(rows) == 4 and set(rows["widths"]) == {str([16] * 5), str([32] * 5)}  # 2 settings x [16], [32]
+    means = rows.groupby("varied")["val_loss"].mean()
+    chosen = rows[rows["stop_reason"].fillna("").str.startswith("chosen")]["varied"].unique()
+    assert list(chosen) == [means.idxmin()]  # validation chose, and only validation
+    text = (out / "notebooks" / "02_baselines.ipynb").read_text()
+    assert "Validation prefers learning rate" in text and "does not agree with" in text  # neither is the lr used
+
+
 def test_nbval_reruns_the_smoke_copies(smoke):
     proc = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q",
                            "--sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"), str(smoke / "notebooks")],

@@ -34,6 +34,7 @@ BOOK_RUNS: dict[str, tuple[str, str, dict, list[str] | None]] = {
                                                                   "stop-split", "teacher-aug", "teacher-128", "T1-valkd",
                                                                   "T2-valkd", "T4-valkd", "T8-valkd", "epochs-30"],
                                                    "verdict_dir": "../../verdict/fashion-mnist-5k",
+                                                   "tune_lr": [0.01, 0.02, 0.05], "tune_epochs": [15, 30],
                                                    "resampled_dir": "../../verdict/fashion-mnist-5k-resampled",
                                                    "sparsity": [1e-5, 1e-4, 1e-3], "ddnn_T": [1.0, 2.0, 4.0],
                                                    "hint_weight": [0.1, 1.0, 10.0], "project_widths": [8, 16]},
@@ -55,6 +56,7 @@ BOOK_RUNS: dict[str, tuple[str, str, dict, list[str] | None]] = {
                                                    "student_widths": [8, 16, 32, 64], "max_rounds": 50,
                                                    "conditions": ["paper", "finetune-old", "train-head", "stop-split"],
                                                    "verdict_dir": "../../verdict/fashion-mnist-1k",
+                                                   "tune_lr": [0.01, 0.02, 0.05], "tune_epochs": [15, 30],
                                                    "resampled_dir": "../../verdict/fashion-mnist-1k-resampled"},
                          ["01", "02", "03", "06"]),
 }
@@ -158,12 +160,15 @@ def results_markdown() -> str:
         if study.exists():  # the study "when does planting help?": which conditions meet the paper's claim
             table = pd.read_csv(study)
             shown = study_view(table).to_markdown()
-            meets = {f: ", ".join(table.loc[table[f"verdict_{f}"] == "helps", "condition"]) or "none"
-                     for f in ("1x", "2x")}
+            said = {(f, v): ", ".join(table.loc[table[f"verdict_{f}"] == v, "condition"]) or "none"
+                    for f in ("1x", "2x") for v in ("helps", "inconclusive")}
             parts.append(f"`results/{run}/conditions.csv` (the study; accuracies in %, mean ± std over seeds; "
-                         f"verdicts by the book's study protocol):\n\n{shown}\n\nConditions that meet the paper's claim "
-                         f"(at least the best student with at most twice the parameters): **{meets['2x']}**; at "
-                         f"matched size: **{meets['1x']}**.")
+                         f"differences in points with their 95% Welch interval over seeds; verdicts by the study "
+                         f"protocol as amended on 2026-12-02, the first rule's in brackets where it differs):\n\n"
+                         f"{shown}\n\nConditions whose interval lies above the best student with at most twice the "
+                         f"parameters (the paper's claim): **{said['2x', 'helps']}** (inconclusive: "
+                         f"{said['2x', 'inconclusive']}); with at most as many: **{said['1x', 'helps']}** "
+                         f"(inconclusive: {said['1x', 'inconclusive']}).")
         if (ROOT / "results" / run / "methods.csv").exists():  # the comparison chapter: every method at planting's size
             parts.append(methods_markdown(run))
     return "\n\n".join(parts)

@@ -51,6 +51,12 @@ _TABLE = [
           f"a non-empty list of distinct integers from 1 to {MAX_WIDTH}", list_of(int_in(1, MAX_WIDTH), unique=True)),
     Param("single_seed_from", None, "student widths from this one up use only the first seed (None: every seed)",
           f"an integer from 1 to {MAX_WIDTH}, or None", optional(int_in(1, MAX_WIDTH))),
+    Param("tune_lr", None, "baselines: learning rates tried for the students ([16] and [32] CE, first seed) against "
+          "the lr used; the lowest mean validation loss is reported, every network logged (None: no tuning)",
+          "None, or a non-empty list of distinct numbers from 0 to 10", optional(list_of(num_in(0, 10, True), unique=True))),
+    Param("tune_epochs", None, "baselines: epochs tried with each of tune_lr (None: only `epochs`)",
+          f"None, or a non-empty list of distinct integers from 1 to {MAX_EPOCHS}",
+          optional(list_of(int_in(1, MAX_EPOCHS), unique=True))),
     # training (teacher, students, initial network)
     Param("teacher_epochs", 15, "epochs of the teacher", f"an integer from 1 to {MAX_EPOCHS}", int_in(1, MAX_EPOCHS)),
     Param("epochs", 15, "epochs of the fixed-width students and the initial network",

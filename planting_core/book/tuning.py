@@ -32,19 +32,26 @@ def network_row(kind: str, condition: str, seed: int, varied: str, net: torch.nn
                 candidates=0, seconds=float(sum(e.get("seconds", 0.0) for e in history)), stop_reason="")
 
 
+def value_text(value: Any) -> str:
+    """A tried value as sweep.csv's `varied` column writes it: numbers with :g, tuples as 'a/b'."""
+    if isinstance(value, tuple):
+        return "/".join(value_text(v) for v in value)
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
 def tune(setting: str, values: list, networks: Callable[[Any], Iterable[dict]]) -> tuple[Any, pd.DataFrame]:
     """Try each value of `setting`: networks(value) yields the sweep.csv rows of the networks it trains (with
     varied left to this function). The value whose rows have the lowest mean validation loss wins (ties: the
     first listed; NaN, a diverged run, never). Returns the winner and every row, the winner's marked in `stop_reason`."""
     rows, means = [], []
     for value in values:
-        tried = [{**row, "varied": f"{setting}={value:g}"} for row in networks(value)]
+        tried = [{**row, "varied": f"{setting}={value_text(value)}"} for row in networks(value)]
         rows += tried
         mean = sum(r["val_loss"] for r in tried) / len(tried)
         means.append(mean if mean == mean else float("inf"))  # a diverged value (NaN) never wins
     best = values[means.index(min(means))]
     table = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
-    table.loc[table["varied"] == f"{setting}={best:g}", "stop_reason"] = "chosen: lowest mean validation loss"
+    table.loc[table["varied"] == f"{setting}={value_text(best)}", "stop_reason"] = "chosen: lowest mean validation loss"
     return best, table
 
 
