@@ -29,18 +29,12 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """The book's notebooks written before the split reach the apparatus as pc.<name> (e.g. pc.RunFolder): such a
-    name is looked up in planting_core.book, which is imported only then. New code imports planting_core.book."""
+    """The subpackages, imported on first use: planting_core.book (the book's apparatus) and planting_core.speed."""
     import importlib
-    if name.startswith("__") or name in ("book", "speed"):
-        if name in ("book", "speed"):  # the subpackages themselves, imported on first use
-            return importlib.import_module(f"{__name__}.{name}")
-        raise AttributeError(name)
-    book = importlib.import_module(f"{__name__}.book")
-    try:
-        return getattr(book, name)
-    except AttributeError:
-        raise AttributeError(f"module 'planting_core' has no attribute {name!r}") from None
+    if name in ("book", "speed"):
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'planting_core' has no attribute {name!r} (the book's apparatus: "
+                         f"from planting_core import book as pb)")
 
 
 def __dir__() -> list[str]:

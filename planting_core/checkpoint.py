@@ -14,7 +14,7 @@ import torch
 from .speed import distributed
 from .errors import CheckpointError, PlantingError
 from .hashing import tensor_digest
-from .models import PlainCNN, build_network
+from .models import build_network
 from .planting import is_planted, merge
 from .site_planting import module_sizes, resized
 

@@ -13,7 +13,6 @@ import math
 import re
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .errors import PlantingError

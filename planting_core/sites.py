@@ -116,8 +116,8 @@ def _follow(start: fx.Node, modules: dict[str, nn.Module], channels: int) -> Sit
                 return f"{_describe(node)} mixes its output with another tensor"
             continue
         if node.op == "call_function" and node.target in (operator.add, operator.iadd, torch.add):
-            return (f"its output joins a residual sum (add): the sum's width is shared with the other path, so it "
-                    f"cannot grow alone")
+            return ("its output joins a residual sum (add): the sum's width is shared with the other path, so it "
+                    "cannot grow alone")
         if node.op == "call_function" and node.target in (torch.cat, torch.concat):
             return "its output is concatenated (cat) with other tensors"
         return f"its output goes through {_describe(node)}, which is not a channel-wise step the method can follow"

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import planting_core as pc
+from planting_core import book as pb
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "planting_core"
@@ -100,7 +101,7 @@ def test_importing_the_library_loads_no_plotting_and_no_pandas_and_exports_only_
     assert proc.stdout.strip() == "[]"
     assert len(pc.__all__) <= 25 and dir(pc) == sorted(pc.__all__)
     from planting_core import book as pb
-    assert "RunFolder" not in pc.__all__ and pb.RunFolder is pc.RunFolder  # the book's notebooks still reach it
+    assert "RunFolder" not in pc.__all__ and pb.RunFolder is pb.RunFolder  # the book's notebooks still reach it
 
 
 def test_the_library_owns_its_defaults_and_the_books_table_agrees():
@@ -166,10 +167,10 @@ def test_installed_package_works_from_an_empty_folder(installed, tmp_path):
                       "--plant-epochs", "1", "--max-rounds", "1", "--channels", "2", "--no-progress",
                       "--device", "cpu", "--out", "run")
     assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-3000:]
-    folder = pc.RunFolder(tmp_path / "run")
+    folder = pb.RunFolder(tmp_path / "run")
     for path in (folder.teacher, folder.initial(0), folder.planted(folder.planting(0)),
                  folder.history(folder.planting(0)), folder.root / "summary.json"):
         assert path.exists(), path
-    cost = pc.compute_time(folder.root).set_index("stage")  # the main job's folder has the notebooks' layout
+    cost = pb.compute_time(folder.root).set_index("stage")  # the main job's folder has the notebooks' layout
     assert cost.loc["initial networks", "runs"] == 1 and cost.loc["planting (every candidate)", "runs"] == 5
     assert len(pd.read_csv(folder.history(folder.planting(0)))) == 6

@@ -139,7 +139,7 @@ def test_the_lab_settings_are_the_quick_profile():
     block = text.split("```python\n", 1)[1].split("```", 1)[0]
     values: dict = {}
     exec(block, {}, values)
-    assert values == PROFILES["quick"], "book/teaching/lab.md: copy pc.PROFILES['quick'] into the settings block"
+    assert values == PROFILES["quick"], "book/teaching/lab.md: copy pb.PROFILES['quick'] into the settings block"
     timings = pd.read_csv(ROOT / "book" / "teaching" / "lab-timings-cpu.csv")
     assert {"00_planting_by_hand", "01_teacher", "02_baselines", "03_planting"} <= set(timings["notebook"])
 

@@ -68,7 +68,7 @@ def test_temp_files_of_killed_writers_are_cleaned_up(tmp_path):
 
 def test_failed_save_leaves_no_temp_file(tmp_path):
     with pytest.raises(Exception):
-        pc.atomic_save({"f": lambda x: x}, tmp_path / "bad.pt")  # a lambda cannot be pickled
+        pc.checkpoint.atomic_save({"f": lambda x: x}, tmp_path / "bad.pt")  # a lambda cannot be pickled
     assert not list(tmp_path.glob("*.tmp")) and not (tmp_path / "bad.pt").exists()
 
 

@@ -2,6 +2,7 @@ import pandas as pd
 import pytest
 
 import planting_core as pc
+from planting_core import book as pb
 from tools.book import BOOK_RUNS, ROOT, run_params
 
 
@@ -14,24 +15,24 @@ def rows() -> pd.DataFrame:
 
 
 def test_table_means_over_seeds():
-    table = pc.comparison.comparison_table(rows()).set_index(["method", "variant"])
-    assert list(table.columns) == pc.comparison.TABLE_COLUMNS[2:]
+    table = pb.comparison.comparison_table(rows()).set_index(["method", "variant"])
+    assert list(table.columns) == pb.comparison.TABLE_COLUMNS[2:]
     planted = table.loc[("planting", "the paper's search")]
     assert (planted["params"], planted["acc"], planted["seeds"]) == (22, pytest.approx(0.84), 2)
     assert planted["acc_std"] == pytest.approx(pd.Series([0.83, 0.85]).std())
 
 
 def test_best_within_a_budget_is_one_row_per_method_best_first():
-    table = pc.comparison.comparison_table(rows())
-    best = pc.comparison.best_within(table, 22)
+    table = pb.comparison.comparison_table(rows())
+    best = pb.comparison.best_within(table, 22)
     assert list(best["method"]) == ["pruning", "planting", "student CE"]  # ddnn has nothing that small
     assert best.loc[best["method"] == "student CE", "variant"].item() == "[8]"
-    assert list(pc.comparison.best_within(table, 100)["method"])[0] == "ddnn"
+    assert list(pb.comparison.best_within(table, 100)["method"])[0] == "ddnn"
 
 
 def test_comparison_rows_name_the_missing_results(tmp_path):
     with pytest.raises(pc.PlantingError, match="summary.csv is missing: run notebooks 01-03"):
-        pc.comparison.comparison_rows(pc.RunFolder(tmp_path))
+        pb.comparison.comparison_rows(pb.RunFolder(tmp_path))
 
 
 # each method's notebook and tuned setting

@@ -189,7 +189,7 @@ def test_missing_data_without_network_says_how_to_get_it(tmp_path, monkeypatch, 
     for mod in ("cifar", "stl10", "mnist"):
         monkeypatch.setattr(f"torchvision.datasets.{mod}.download_and_extract_archive", offline)
     monkeypatch.setattr(tvu, "download_url", offline)
-    with pytest.raises(pc.DataNotFoundError, match="could not be downloaded.*internet.*data root") as err:
+    with pytest.raises(pc.errors.DataNotFoundError, match="could not be downloaded.*internet.*data root") as err:
         pc.load_data(name, tmp_path)
     if name == "fashion-mnist":
         assert "apt-get install dataset-fashion-mnist" in str(err.value)
@@ -197,15 +197,15 @@ def test_missing_data_without_network_says_how_to_get_it(tmp_path, monkeypatch, 
 
 def test_augment_on_the_device_flips_and_crops_repeatably():
     x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).reshape(2, 1, 6, 6)
-    same = pc.augment(x, torch.Generator().manual_seed(0), flip=False, pad=0)
+    same = pc.data.augment(x, torch.Generator().manual_seed(0), flip=False, pad=0)
     assert torch.equal(same, x)
-    a = pc.augment(x, torch.Generator().manual_seed(3), flip=True, pad=2)
-    b = pc.augment(x, torch.Generator().manual_seed(3), flip=True, pad=2)
+    a = pc.data.augment(x, torch.Generator().manual_seed(3), flip=True, pad=2)
+    b = pc.data.augment(x, torch.Generator().manual_seed(3), flip=True, pad=2)
     assert a.shape == x.shape and torch.equal(a, b)
-    flipped = pc.augment(x, torch.Generator().manual_seed(1), flip=True, pad=0)
+    flipped = pc.data.augment(x, torch.Generator().manual_seed(1), flip=True, pad=0)
     for img, out in zip(x, flipped):  # each image is itself or its mirror image
         assert torch.equal(out, img) or torch.equal(out, img.flip(2))
-    crops = torch.stack([pc.augment(x, torch.Generator().manual_seed(s), flip=False, pad=2) for s in range(20)])
+    crops = torch.stack([pc.data.augment(x, torch.Generator().manual_seed(s), flip=False, pad=2) for s in range(20)])
     assert (crops == 0).any() and not all(torch.equal(c, crops[0]) for c in crops)  # shifted, zero-padded views
     for c in crops:  # every crop is a shift of the image: its non-zero pixels come from the original
         assert set(c[c != 0].tolist()) <= set(x.flatten().tolist())

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import planting_core as pc
+from planting_core import book as pb
 from planting_core.book.depthnet import DepthNet, EmbeddedLoss, attention_map
 
 
@@ -84,7 +85,7 @@ def test_training_distils_into_the_subnetworks(data):
 def test_a_depthnet_checkpoint_rebuilds_every_subnetwork(data, tmp_path):
     net = make(data, T=3.0).eval()
     cfg = pc.TrainConfig(epochs=1, lr=0.01, batch_size=32, progress=False)
-    trained = pc.load_or_train(tmp_path / "d.pt", net.widths, data, cfg, start=lambda: net,
+    trained = pb.load_or_train(tmp_path / "d.pt", net.widths, data, cfg, start=lambda: net,
                                origin={"ddnn": net.arch()}, penalty=EmbeddedLoss())
     loaded = pc.load_checkpoint(tmp_path / "d.pt").eval()
     assert isinstance(loaded, DepthNet) and loaded.T == 3.0 and loaded.depths == (3, 4, 5)

@@ -45,7 +45,7 @@ def test_kd_losses_are_kd_loss_of_each_batch():
     s, t = torch.randn(3, 8, 5, generator=g), torch.randn(3, 8, 5, generator=g)
     y = torch.randint(0, 5, (3, 8), generator=g)
     for alpha in (0.0, 0.3):
-        many = pc.kd_losses(s, t, 2.0, y, alpha)
+        many = pc.distill.kd_losses(s, t, 2.0, y, alpha)
         assert many.shape == (3,)
         for c in range(3):
             assert torch.allclose(many[c], pc.kd_loss(s[c], t[c], 2.0, y[c], alpha), atol=1e-6)

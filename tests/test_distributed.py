@@ -74,7 +74,7 @@ def test_killed_under_torchrun_then_rerun_resumes(single: Path, tmp_path: Path):
     os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers, mid-search
     proc.wait()
     assert not (tmp_path / "summary.json").exists()
-    rows_before = len(pc.safe_load(state)["rows"])
+    rows_before = len(pc.checkpoint.safe_load(state)["rows"])
     out = finish(job(tmp_path, 2))
     assert "stopped: reached max_rounds=2" in out
     same_growth(single, tmp_path)

@@ -3,6 +3,7 @@ import math
 import pandas as pd
 
 import planting_core as pc
+from planting_core import book as pb
 
 
 def students():
@@ -20,12 +21,12 @@ def teacher(acc: float):
 
 
 def test_claims_compare_with_the_best_student_within_twice_the_size_and_the_teacher():
-    c = pc.claims(students(), acc=0.855, params=20_000, teacher=teacher(0.858))
+    c = pb.claims(students(), acc=0.855, params=20_000, teacher=teacher(0.858))
     assert c["near_student"] == "[16, 16, 16, 16, 16] (CE, 29,290 parameters)"  # [32] is over 2x; mean of seeds
     assert math.isclose(c["near_student_acc"], 0.85) and math.isclose(c["near_gap"], 0.5)
     assert c["size_target"] == "met" and c["teacher_target"] == "met"
     assert math.isclose(c["teacher_gap"], 0.3) and c["fraction"] < 0.2
-    assert pc.claims(students(), 0.84, 20_000, teacher(0.858))["size_target"] == "missed"
-    assert pc.claims(students(), 0.855, 60_000, teacher(0.858))["teacher_target"] == "missed"  # over 20%
-    none = pc.claims(students(), 0.9, 5_000, teacher(0.9))
+    assert pb.claims(students(), 0.84, 20_000, teacher(0.858))["size_target"] == "missed"
+    assert pb.claims(students(), 0.855, 60_000, teacher(0.858))["teacher_target"] == "missed"  # over 20%
+    none = pb.claims(students(), 0.9, 5_000, teacher(0.9))
     assert none["size_target"] == "not tested" and math.isnan(none["near_gap"])

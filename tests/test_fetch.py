@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import planting_core as pc
+from planting_core import book as pb
 from conftest import serve
 from planting_core.book.fetch import MANIFEST
 
@@ -19,15 +20,15 @@ CFG = pc.TrainConfig(epochs=1, lr=0.02, batch_size=32, progress=False)
 def published(tmp_path: Path, data: pc.Data) -> Path:
     """A run folder with a trained teacher and initial network and its manifest, as a publisher leaves it."""
     root = tmp_path / "published"
-    pc.load_or_train(root / "teacher.pt", [8] * 5, data, CFG, desc="teacher")
-    pc.load_or_train(root / "initial-seed0.pt", [4] * 5, data, CFG, desc="initial")
+    pb.load_or_train(root / "teacher.pt", [8] * 5, data, CFG, desc="teacher")
+    pb.load_or_train(root / "initial-seed0.pt", [4] * 5, data, CFG, desc="initial")
     (root / "planting" / "seed0").mkdir(parents=True)
     (root / "planting" / "seed0" / "history.csv").write_text("round,params\n0,1\n")
     shutil.copy(root / "initial-seed0.pt", root / "planting" / "seed0" / "planted.pt")  # a finished run
     (root / "planting" / "seed1").mkdir()
     (root / "planting" / "seed1" / "history.csv").write_text("round,params\n0,1\n")  # still running: not published
     (root / "teacher.state.pt").write_bytes(b"a running job's resume state: never published")
-    pc.write_manifest(root, {"subset": 256, "seeds": [0], "device": "cpu"})
+    pb.write_manifest(root, {"subset": 256, "seeds": [0], "device": "cpu"})
     return root
 
 
@@ -42,26 +43,26 @@ def test_manifest_lists_checkpoints_and_histories_with_their_sha256(published: P
     manifest = json.loads((published / MANIFEST).read_text())
     assert sorted(manifest["files"]) == ["initial-seed0.pt", "planting/seed0/history.csv", "planting/seed0/planted.pt",
                                          "teacher.pt"]
-    assert manifest["files"]["teacher.pt"] == pc.fetch.sha256((published / "teacher.pt").read_bytes())
+    assert manifest["files"]["teacher.pt"] == pb.fetch.sha256((published / "teacher.pt").read_bytes())
     assert manifest["params"] == {"subset": 256, "seeds": [0]}  # the device does not change what is learnt
 
 
 def test_fetched_checkpoints_are_verified_and_loaded_not_retrained(published: Path, server: str, tmp_path: Path,
                                                                    data: pc.Data, monkeypatch):
     local = tmp_path / "local"
-    assert pc.fetch_checkpoints(local, f"{server}/published", {"subset": 256}, progress=False) == 4
+    assert pb.fetch_checkpoints(local, f"{server}/published", {"subset": 256}, progress=False) == 4
     assert (local / "teacher.pt").read_bytes() == (published / "teacher.pt").read_bytes()
-    monkeypatch.setattr(pc.experiments, "fit", lambda *a, **k: pytest.fail("a fetched network was retrained"))
-    teacher = pc.load_or_train(local / "teacher.pt", [8] * 5, data, CFG, desc="teacher")
-    assert pc.fingerprint(teacher) == pc.fingerprint(pc.load_checkpoint(published / "teacher.pt"))
+    monkeypatch.setattr(pb.experiments, "fit", lambda *a, **k: pytest.fail("a fetched network was retrained"))
+    teacher = pb.load_or_train(local / "teacher.pt", [8] * 5, data, CFG, desc="teacher")
+    assert pc.checkpoint.fingerprint(teacher) == pc.checkpoint.fingerprint(pc.load_checkpoint(published / "teacher.pt"))
     # a second call fetches nothing: everything is there
-    assert pc.fetch_checkpoints(local, f"{server}/published", progress=False) == 0
+    assert pb.fetch_checkpoints(local, f"{server}/published", progress=False) == 0
 
 
 def test_a_file_that_does_not_match_its_sha256_is_not_kept(published: Path, server: str, tmp_path: Path, capsys):
     (published / "teacher.pt").write_bytes((published / "teacher.pt").read_bytes()[:-10] + b"0123456789")
     local = tmp_path / "local"
-    assert pc.fetch_checkpoints(local, f"{server}/published", progress=False) == 3
+    assert pb.fetch_checkpoints(local, f"{server}/published", progress=False) == 3
     assert not (local / "teacher.pt").exists()
     assert "teacher.pt" in capsys.readouterr().out
     assert not list(local.rglob("*.tmp"))
@@ -71,7 +72,7 @@ def test_offline_falls_back_to_training(tmp_path: Path, capsys):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    assert pc.fetch_checkpoints(tmp_path / "local", f"http://127.0.0.1:{port}/run", progress=False) == 0
+    assert pb.fetch_checkpoints(tmp_path / "local", f"http://127.0.0.1:{port}/run", progress=False) == 0
     out = capsys.readouterr().out
     assert "trained here" in out and len(out.strip().splitlines()) == 1
     assert not (tmp_path / "local").exists() or not any((tmp_path / "local").iterdir())
@@ -79,14 +80,14 @@ def test_offline_falls_back_to_training(tmp_path: Path, capsys):
 
 def test_a_missing_file_on_the_server_is_trained_instead(published: Path, server: str, tmp_path: Path, capsys):
     (published / "initial-seed0.pt").unlink()
-    assert pc.fetch_checkpoints(tmp_path / "local", f"{server}/published", progress=False) == 3
+    assert pb.fetch_checkpoints(tmp_path / "local", f"{server}/published", progress=False) == 3
     assert "initial-seed0.pt" in capsys.readouterr().out
 
 
 def test_checkpoints_made_with_other_parameters_are_refused_before_downloading(published: Path, server: str,
                                                                                tmp_path: Path):
     with pytest.raises(pc.PlantingError, match=r"made with subset=256 \(here: subset=5000\)"):
-        pc.fetch_checkpoints(tmp_path / "local", f"{server}/published", {"subset": 5000, "device": "cuda"})
+        pb.fetch_checkpoints(tmp_path / "local", f"{server}/published", {"subset": 5000, "device": "cuda"})
     assert not (tmp_path / "local").exists()
 
 
@@ -95,13 +96,13 @@ def test_a_manifest_naming_files_outside_the_folder_is_refused(published: Path, 
     manifest["files"] = {"../escape.pt": "0" * 64}
     (published / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(pc.PlantingError, match="outside the run folder"):
-        pc.fetch_checkpoints(tmp_path / "local", f"{server}/published", progress=False)
+        pb.fetch_checkpoints(tmp_path / "local", f"{server}/published", progress=False)
 
 
 def test_checkpoint_url_parameter_is_checked():
-    assert pc.check_params({"checkpoint_url": "https://example.org/run"})
+    assert pb.check_params({"checkpoint_url": "https://example.org/run"})
     with pytest.raises(pc.PlantingError, match="checkpoint_url"):
-        pc.check_params({"checkpoint_url": "ftp://example.org/run"})
+        pb.check_params({"checkpoint_url": "ftp://example.org/run"})
 
 
 def test_book_runs_publish_a_manifest_that_matches_their_files():
@@ -109,6 +110,6 @@ def test_book_runs_publish_a_manifest_that_matches_their_files():
     root = Path(__file__).resolve().parents[1] / "results"
     for run in (root / name for name in BOOK_RUNS):  # a run folder still growing is not published yet
         manifest = json.loads((run / MANIFEST).read_text())
-        assert sorted(manifest["files"]) == pc.fetch.published_files(run), run
+        assert sorted(manifest["files"]) == pb.fetch.published_files(run), run
         for rel, digest in manifest["files"].items():
-            assert pc.fetch.sha256((run / rel).read_bytes()) == digest, f"{run.name}/{rel} changed: rerun tools.book"
+            assert pb.fetch.sha256((run / rel).read_bytes()) == digest, f"{run.name}/{rel} changed: rerun tools.book"

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import planting_core as pc
+from planting_core import book as pb
 from conftest import small_cfg
 from planting_core.speed.fused import fit_fused, union_parts
 
@@ -49,8 +50,8 @@ def test_a_fused_round_chooses_what_the_one_at_a_time_round_chooses(initial, dat
 
 
 def test_fused_is_not_a_recorded_setting(initial, data, teacher, tmp_path):
-    pc.plant_and_save(initial, teacher, data, small_cfg(max_rounds=1, fused="on"), tmp_path, progress=False)
-    again = pc.plant_and_save(initial, teacher, data, small_cfg(max_rounds=1, fused="off"), tmp_path, progress=False)
+    pb.plant_and_save(initial, teacher, data, small_cfg(max_rounds=1, fused="on"), tmp_path, progress=False)
+    again = pb.plant_and_save(initial, teacher, data, small_cfg(max_rounds=1, fused="off"), tmp_path, progress=False)
     assert "fused" not in pc.load_checkpoint(tmp_path / "planted.pt").meta["settings"] and len(again.history)
 
 
@@ -74,12 +75,12 @@ def test_fused_steps_replayed_from_a_cuda_graph_train_as_eager_ones(initial, dat
     seeds = [11, 12, 13]
     trained = {}
     for mode in ("off", "on"):  # "on": every full batch's step replayed from the captured graph
-        nets = [pc.to_device(pc.plant(initial, layer, 2, generator=torch.Generator().manual_seed(s)), "cuda")
+        nets = [pc.device.to_device(pc.plant(initial, layer, 2, generator=torch.Generator().manual_seed(s)), "cuda")
                 for layer, s in enumerate(seeds)]
         cfgs = [pc.TrainConfig(epochs=2, lr=0.05, batch_size=32, loss="kd", T=2.0, progress=False, seed=s,
                                cuda_graph=mode) for s in seeds]
         assert fit_fused(nets, cuda, cfgs, targets) == [True] * 3
         trained[mode] = nets
     for eager, graphed in zip(trained["off"], trained["on"]):
-        for (name, pa), pb in zip(eager.named_parameters(), graphed.parameters()):
-            torch.testing.assert_close(pa, pb, atol=2e-2, rtol=1e-2, msg=name)  # bf16 on both: rounding only
+        for (name, pa), pb_ in zip(eager.named_parameters(), graphed.parameters()):
+            torch.testing.assert_close(pa, pb_, atol=2e-2, rtol=1e-2, msg=name)  # bf16 on both: rounding only

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import planting_core as pc
+from planting_core import book as pb
 from conftest import make_data, small_cfg
 from planting_core.speed.graphstep import MIN_GRAPH_STEPS, sgd_update, use_graph
 from planting_core.book.pruning import sparse_penalty
@@ -57,8 +58,8 @@ def fit_both(make, data, cfg, **kw):
 
 
 def assert_same(a, b, atol=1e-5):
-    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
-        torch.testing.assert_close(pa, pb, atol=atol, rtol=1e-4, msg=name)
+    for (name, pa), pb_ in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(pa, pb_, atol=atol, rtol=1e-4, msg=name)
 
 
 def test_static_steps_train_as_eager_steps_do_with_a_short_last_batch(data):
@@ -145,7 +146,7 @@ def test_cuda_graph_is_not_a_recorded_setting(initial, data, teacher, tmp_path):
         base = small_cfg(max_rounds=rounds, stop="fixed-rounds")
         return replace(base, train=replace(base.train, cuda_graph=mode))
     assert "cuda_graph" not in settings_record(cfg("on", 1))["train"]
-    pc.plant_and_save(initial, teacher, data, cfg("on", 1), tmp_path, progress=False)
-    again = pc.plant_and_save(initial, teacher, data, cfg("off", 2), tmp_path, progress=False)
+    pb.plant_and_save(initial, teacher, data, cfg("on", 1), tmp_path, progress=False)
+    again = pb.plant_and_save(initial, teacher, data, cfg("off", 2), tmp_path, progress=False)
     assert again.history["round"].max() == 2
     assert "cuda_graph" not in pc.load_checkpoint(tmp_path / "planted.pt").meta["settings"]["train"]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import planting_core as pc
+from planting_core import book as pb
 from conftest import serve, tiny_notebook
 from tools.batch import notebook_parameters, notebooks, run_batch
 
@@ -44,19 +45,19 @@ def test_smoke_run_writes_every_result(smoke):
                  "figures/planting_widths.png", "figures/ablations.png"):
         assert (smoke / name).exists(), name
     summary = pd.read_csv(smoke / "summary.csv")
-    assert list(summary.columns) == pc.SUMMARY_COLUMNS
+    assert list(summary.columns) == pb.SUMMARY_COLUMNS
     assert set(summary["model"]) == {"teacher", "student", "initial", "planted"}
     for nb in (smoke / "notebooks").glob("*.ipynb"):
         cells = json.loads(nb.read_text())["cells"]
         assert not any(o.get("output_type") == "error" for c in cells for o in c.get("outputs", [])), nb.name
-    cost = pc.compute_time(smoke).set_index("stage")
+    cost = pb.compute_time(smoke).set_index("stage")
     assert (cost["runs"] > 0).all() and (cost["seconds"] > 0).all()
     assert cost.loc["fixed-width students", "runs"] == len(pd.read_csv(smoke / "students.csv"))
     assert cost.loc["total", "seconds"] == pytest.approx(cost["seconds"].drop("total").sum())
 
 
 def test_notebooks_start_from_published_checkpoints(smoke, tmp_path):
-    pc.write_manifest(smoke, {"dataset": "fashion-mnist", **pc.PROFILES["smoke"]})
+    pb.write_manifest(smoke, {"dataset": "fashion-mnist", **pb.PROFILES["smoke"]})
     out = tmp_path / "fetched"
     with serve(smoke) as url:
         run_batch("fashion-mnist", "smoke", {"checkpoint_url": url}, out=out, only=["01", "02"])
@@ -74,15 +75,15 @@ def test_study_notebook_writes_sweep_and_verdicts(smoke, tmp_path):
     conditions = ["paper", "epochs-3", "initial-4", "teacher-aug"]
     run_batch("fashion-mnist", "smoke", {"conditions": conditions, "seeds": [0, 1]}, out=out, only=["06"])
     sweep, table = pd.read_csv(out / "sweep.csv"), pd.read_csv(out / "conditions.csv")
-    assert list(table.columns) == pc.study.CONDITION_COLUMNS
+    assert list(table.columns) == pb.study.CONDITION_COLUMNS
     assert list(table["condition"]) == conditions and (table["seeds"] == 2).all()
-    teacher = pc.load_checkpoint(pc.RunFolder(out).study_teacher("teacher-aug"))  # the condition's own teacher
+    teacher = pc.load_checkpoint(pb.RunFolder(out).study_teacher("teacher-aug"))  # the condition's own teacher
     assert teacher.meta["settings"]["augment"] is True
-    grown = pc.load_checkpoint(pc.RunFolder.planted(pc.RunFolder(out).study("teacher-aug", 0)))
-    assert grown.meta["settings"]["teacher"] == pc.fingerprint(teacher)
+    grown = pc.load_checkpoint(pb.RunFolder.planted(pb.RunFolder(out).study("teacher-aug", 0)))
+    assert grown.meta["settings"]["teacher"] == pc.checkpoint.fingerprint(teacher)
     assert set(sweep["kind"]) == {"planting", "student"}
     assert sweep.loc[sweep["kind"] == "student", "seed"].nunique() == 2  # seed 1's students trained for the study
-    recomputed = pc.study.conditions_table(sweep)
+    recomputed = pb.study.conditions_table(sweep)
     pd.testing.assert_frame_equal(recomputed, table, check_dtype=False)
 
 
@@ -242,7 +243,7 @@ def test_method_notebooks_write_their_rows(smoke, tmp_path):
                                          "guide_epochs": 1, "ddnn_widths": [8], "ddnn_T": [1.0, 4.0]}, out=out,
               only=["07", "08", "09", "10"])
     rows = pd.read_csv(out / "methods.csv")
-    assert list(rows.columns) == pc.METHOD_COLUMNS and set(rows["method"]) == {"pruning", "projection", "ddnn"}
+    assert list(rows.columns) == pb.METHOD_COLUMNS and set(rows["method"]) == {"pruning", "projection", "ddnn"}
     ddnn = rows[rows["method"] == "ddnn"]
     assert list(ddnn["variant"]) == [f"[8]*5 depth {k}" for k in (3, 4, 5)]
     assert ddnn["params"].nunique() == 3  # each depth its own size (its convs and its head)
@@ -264,8 +265,8 @@ def test_method_notebooks_write_their_rows(smoke, tmp_path):
     chosen = ddnn_tuning.loc[ddnn_tuning["stop_reason"].fillna("").str.startswith("chosen"), "varied"].unique()
     assert list(chosen) == [means.idxmin()]
     # the comparison chapter: students, the paper's planting and every method in one table
-    table = pc.comparison.comparison_table(pc.comparison.comparison_rows(pc.RunFolder(out)))
+    table = pb.comparison.comparison_table(pb.comparison.comparison_rows(pb.RunFolder(out)))
     assert {"student CE", "student KD", "planting", "pruning", "projection", "ddnn"} <= set(table["method"])
-    cost = pc.compute_time(out).set_index("stage")
+    cost = pb.compute_time(out).set_index("stage")
     for method in ("pruning", "projection", "ddnn"):
         assert cost.loc[f"{method} (every network tried)", "seconds"] > 0

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import planting_core as pc
+from planting_core import book as pb
 from conftest import small_cfg
 from planting_core.speed.parallel import candidate_threads, map_concurrently
 
@@ -48,7 +49,7 @@ def test_a_search_with_concurrent_candidates_equals_one_at_a_time(initial, teach
     torch.set_num_threads(1)  # one thread per candidate either way: the same arithmetic
     try:
         alone = pc.grow(initial, teacher, data, small_cfg(max_rounds=2, candidate_threads=1), progress=False)
-        together = pc.plant_and_save(initial, teacher, data, small_cfg(max_rounds=2, candidate_threads=3), tmp_path,
+        together = pb.plant_and_save(initial, teacher, data, small_cfg(max_rounds=2, candidate_threads=3), tmp_path,
                                      progress=False)
     finally:
         torch.set_num_threads(before)
@@ -56,7 +57,7 @@ def test_a_search_with_concurrent_candidates_equals_one_at_a_time(initial, teach
     pd.testing.assert_frame_equal(alone.history[cols], together.history[cols])  # same candidates, same order
     assert together.history["val_loss"].tolist() == pytest.approx(alone.history["val_loss"].tolist(), abs=1e-6)
     # a speed switch: the saved run resumes and loads with any other setting
-    again = pc.plant_and_save(initial, teacher, data, small_cfg(max_rounds=2), tmp_path, progress=False)
+    again = pb.plant_and_save(initial, teacher, data, small_cfg(max_rounds=2), tmp_path, progress=False)
     assert again.history["val_loss"].tolist() == together.history["val_loss"].tolist()
 
 

@@ -5,6 +5,7 @@ import json
 import pytest
 
 import planting_core as pc
+from planting_core import book as pb
 from planting_core.book.run import JOB_PARAMS, parse_args
 from tools.batch import NOTEBOOK_DIR, notebook_parameters, notebooks
 from tools.sync_params import expected_source, parameters_cell
@@ -20,35 +21,35 @@ from tools.sync_params import expected_source, parameters_cell
 ])
 def test_bad_parameter_is_named_with_what_is_allowed(name, value):
     with pytest.raises(pc.PlantingError, match=f"parameter '{name}' must be .+, got"):
-        pc.check_params({name: value})
+        pb.check_params({name: value})
 
 
 def test_good_parameters_pass():
     values = dict(dataset="fashion-mnist", data_root=None, subset=None, seed=0, seeds=[0, 1, 2], widths=[8] * 5,
                   epochs=3, lr=0.02, T=4, device="auto", out_dir="runs/x", progress=False, student_widths=[8, 16],
                   select="drop_per_param", propose="round-robin", stop="fixed-rounds", val_size=64)
-    assert pc.check_params(values) == values
+    assert pb.check_params(values) == values
 
 
 def test_every_default_passes_its_own_check():
-    for name, param in pc.PARAMS.items():
+    for name, param in pb.PARAMS.items():
         assert param.valid(param.default), name
 
 
 def test_config_objects_take_their_defaults_from_the_table():
     for cfg in (pc.TrainConfig(), pc.GrowConfig()):
         for f in dataclasses.fields(cfg):
-            if f.name in pc.DEFAULTS:
-                assert getattr(cfg, f.name) == pc.DEFAULTS[f.name], f.name
+            if f.name in pb.DEFAULTS:
+                assert getattr(cfg, f.name) == pb.DEFAULTS[f.name], f.name
     grow = pc.GrowConfig()
-    assert (grow.train.epochs, grow.train.lr, grow.train.loss) == (pc.DEFAULTS["plant_epochs"], pc.DEFAULTS["plant_lr"],
+    assert (grow.train.epochs, grow.train.lr, grow.train.loss) == (pb.DEFAULTS["plant_epochs"], pb.DEFAULTS["plant_lr"],
                                                                    "kd")
 
 
 def test_the_command_line_options_come_from_the_table():
     args = parse_args([])
     for name in JOB_PARAMS:
-        assert getattr(args, name) == pc.DEFAULTS[name], name
+        assert getattr(args, name) == pb.DEFAULTS[name], name
     a = parse_args(["--subset", "5000", "--widths", "4,4,8,8,8", "--lr", "1", "--root", "/data", "--max-rounds", "None",
                     "--no-progress"])
     assert (a.subset, a.widths, a.lr, a.data_root, a.max_rounds, a.progress) == (5000, [4, 4, 8, 8, 8], 1.0, "/data",
@@ -61,33 +62,33 @@ def test_every_notebook_parameters_cell_agrees_with_the_table(path):
     cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
     assert "".join(cell["source"]).strip() == expected_source(names), \
         f"{path.name}: its parameters cell differs from the table; run `python -m tools.sync_params`"
-    assert notebook_parameters(path) == {n: pc.DEFAULTS[n] for n in names}
+    assert notebook_parameters(path) == {n: pb.DEFAULTS[n] for n in names}
 
 
 def test_profiles_hold_only_allowed_values():
-    for name, overrides in pc.PROFILES.items():
-        pc.check_params(overrides, known_only=True)
+    for name, overrides in pb.PROFILES.items():
+        pb.check_params(overrides, known_only=True)
 
 
 def test_configs_map_flat_parameters_in_one_place():
     params = {"plant_epochs": 7, "plant_lr": 0.05, "T": 2.0, "channels": 3, "select": "val_kd", "lr": 0.01,
               "epochs": 5, "teacher_epochs": 6}
-    grow = pc.grow_config(params, seed=4, finetune_old=True, train_loss="ce")
+    grow = pb.grow_config(params, seed=4, finetune_old=True, train_loss="ce")
     assert (grow.channels, grow.select, grow.finetune_old) == (3, "val_kd", True)
     assert (grow.train.epochs, grow.train.lr, grow.train.T, grow.train.seed, grow.train.loss) == (7, 0.05, 2.0, 4, "ce")
-    student = pc.student_config(params, seed=2, loss="kd")
+    student = pb.student_config(params, seed=2, loss="kd")
     assert (student.epochs, student.lr, student.T, student.seed, student.loss) == (5, 0.01, 2.0, 2, "kd")
-    assert pc.teacher_config(params).epochs == 6
+    assert pb.teacher_config(params).epochs == 6
     with pytest.raises(pc.PlantingError, match="parameter 'channels' must be"):
-        pc.grow_config({"channels": 0}, seed=0)
-    assert json.dumps(pc.DEFAULTS)  # plain values only
+        pb.grow_config({"channels": 0}, seed=0)
+    assert json.dumps(pb.DEFAULTS)  # plain values only
 
 
 @pytest.mark.parametrize("dataset, teacher, initial", [("cifar10", 128, 8), ("cifar100", 128, 16), ("stl10", 64, 8)])
 def test_paper_profile_sets_the_posters_networks(dataset, teacher, initial, tmp_path):
     from tools.batch import plan_batch
-    params = pc.profile_params("paper", dataset)
-    assert pc.check_params(params) == params  # every value allowed by the table
+    params = pb.profile_params("paper", dataset)
+    assert pb.check_params(params) == params  # every value allowed by the table
     assert (params["teacher_width"], params["widths"]) == (teacher, [initial] * 5)
     assert params["augment"] and params["crop_pad"] == 4 and params["lr"] == 0.01 and params["seeds"] == [0, 1, 2]
     plan = plan_batch(dataset, "paper", {}, tmp_path, ["01"])
@@ -96,9 +97,9 @@ def test_paper_profile_sets_the_posters_networks(dataset, teacher, initial, tmp_
 
 def test_paper_profile_refuses_other_datasets():
     with pytest.raises(pc.PlantingError, match="profile 'paper' reproduces the poster"):
-        pc.profile_params("paper", "fashion-mnist")
+        pb.profile_params("paper", "fashion-mnist")
     with pytest.raises(pc.PlantingError, match="unknown profile 'papr'"):
-        pc.profile_params("papr", "cifar10")
+        pb.profile_params("papr", "cifar10")
 
 
 def test_no_search_field_looks_like_a_training_change():
@@ -106,5 +107,5 @@ def test_no_search_field_looks_like_a_training_change():
     prefix could never be set through it."""
     from dataclasses import fields
     assert [f.name for f in fields(pc.GrowConfig) if f.name.startswith("train")] == ["train"]
-    cfg = pc.grow_config(pc.with_defaults({}), 0, finetune_head=True, stop_split=True, train_T=2.0)
+    cfg = pb.grow_config(pb.with_defaults({}), 0, finetune_head=True, stop_split=True, train_T=2.0)
     assert (cfg.finetune_head, cfg.stop_split, cfg.train.T) == (True, True, 2.0)

@@ -112,7 +112,7 @@ def test_fast_planted_forward_matches_the_full_forward_and_its_gradients(layout,
 
 @pytest.mark.parametrize("layer", [2, 4])
 def test_train_head_trains_fc1_and_fc2_and_keeps_old_conv_weights(net, layer):
-    planted = pc.train_head(pc.plant(net, layer, 3))
+    planted = pc.planting.train_head(pc.plant(net, layer, 3))
     nxt = f"convs.{layer + 1}" if layer < 4 else "fc1"
     fc1 = ["fc1.old_weight", "fc1.old_bias"] if layer == 4 else ["fc1.weight", "fc1.bias"]
     names = sorted(n for n, _ in planted.named_parameters())
@@ -137,7 +137,7 @@ def test_train_head_trains_fc1_and_fc2_and_keeps_old_conv_weights(net, layer):
 def test_train_head_prefix_leaves_out_what_trains(net, layer):
     """With the head training, the cached prefix must not hold fc1's old weights: the fast path equals the full
     forward pass after the head has changed (a stale cache would not)."""
-    planted = pc.train_head(pc.plant(net, layer, 3, init="random"))
+    planted = pc.planting.train_head(pc.plant(net, layer, 3, init="random"))
     prefix = planted.frozen_prefix(X)  # cached before the head changes, as fit() caches it once
     with torch.no_grad():
         planted.fc1.weight.mul_(1.5) if layer < 4 else planted.fc1.old_weight.mul_(1.5)

@@ -5,6 +5,7 @@ matplotlib.use("Agg")
 import pandas as pd  # noqa: E402
 
 import planting_core as pc  # noqa: E402
+from planting_core import book as pb  # noqa: E402
 
 
 def points(methods: int) -> pd.DataFrame:
@@ -18,7 +19,7 @@ def points(methods: int) -> pd.DataFrame:
 
 
 def test_legend_says_lines_only_for_paths_and_has_one_neutral_star():
-    ax = pc.plot_accuracy_vs_params(points(1))
+    ax = pb.plot_accuracy_vs_params(points(1))
     legend = ax.get_legend()
     labels = [t.get_text() for t in legend.get_texts()]
     assert labels == ["student CE", "planted (one line per seed)", "pruned 0", "final network (its model's colour)"]
@@ -27,7 +28,7 @@ def test_legend_says_lines_only_for_paths_and_has_one_neutral_star():
 
 
 def test_a_long_legend_goes_below_the_axes():
-    short = pc.plot_accuracy_vs_params(points(1)).get_legend()
-    long = pc.plot_accuracy_vs_params(points(6)).get_legend()
+    short = pb.plot_accuracy_vs_params(points(1)).get_legend()
+    long = pb.plot_accuracy_vs_params(points(6)).get_legend()
     assert short.get_bbox_to_anchor().y0 >= short.axes.bbox.y0  # inside the axes
     assert long.get_bbox_to_anchor().y0 < long.axes.bbox.y0  # below them, over no point

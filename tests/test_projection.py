@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import planting_core as pc
+from planting_core import book as pb
 from planting_core.book.projection import Guided, HintPenalty, block_sides, choose_pair, joint_loss, layer_pairs
 
 CFG = pc.TrainConfig(epochs=1, lr=0.01, batch_size=32, progress=False)
@@ -33,13 +34,13 @@ def test_the_projection_maps_teacher_channels_to_student_channels(data, teacher)
 
 
 def test_guided_training_lowers_the_hint_and_leaves_the_teacher(data, teacher):
-    before = pc.fingerprint(teacher)
+    before = pc.checkpoint.fingerprint(teacher)
     torch.manual_seed(0)
     guided = Guided(pc.PlainCNN([4] * 5, **data.model_kwargs()), teacher, 1, 1)
     start = joint_loss(guided, data, 1.0)
     pc.fit(guided, data, pc.TrainConfig(epochs=3, lr=0.02, batch_size=32, progress=False), penalty=HintPenalty(1.0))
     assert joint_loss(guided, data, 1.0) < start
-    assert pc.fingerprint(teacher) == before
+    assert pc.checkpoint.fingerprint(teacher) == before
 
 
 def test_the_chosen_pair_has_the_lowest_validation_joint_loss(data, teacher):
@@ -54,9 +55,9 @@ def test_the_chosen_pair_has_the_lowest_validation_joint_loss(data, teacher):
 
 
 def test_load_or_project_writes_the_pair_table_and_loads_on_rerun(data, teacher, tmp_path):
-    net = pc.projection.load_or_project(tmp_path / "p.pt", teacher, [4] * 5, data, CFG, 1, 0.5)
+    net = pb.projection.load_or_project(tmp_path / "p.pt", teacher, [4] * 5, data, CFG, 1, 0.5)
     assert net.widths == [4] * 5 and len(pd.read_csv(tmp_path / "p-pairs.csv")) == 11
-    again = pc.projection.load_or_project(tmp_path / "p.pt", teacher, [4] * 5, data, CFG, 1, 0.5)
-    assert pc.fingerprint(again) == pc.fingerprint(net)
+    again = pb.projection.load_or_project(tmp_path / "p.pt", teacher, [4] * 5, data, CFG, 1, 0.5)
+    assert pc.checkpoint.fingerprint(again) == pc.checkpoint.fingerprint(net)
     with pytest.raises(pc.PlantingError, match="hint_weight"):
-        pc.projection.load_or_project(tmp_path / "p.pt", teacher, [4] * 5, data, CFG, 1, 0.1)
+        pb.projection.load_or_project(tmp_path / "p.pt", teacher, [4] * 5, data, CFG, 1, 0.1)

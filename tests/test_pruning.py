@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import planting_core as pc
+from planting_core import book as pb
 from planting_core.book.pruning import (channel_norms, group_sparse_penalty, next_columns, prune, prune_to_budget,
                                    removal_scores, sparse_penalty)
 
@@ -113,10 +114,10 @@ def test_method_rows_replace_only_their_method(tmp_path):
     import pandas as pd
     path = tmp_path / "methods.csv"
     row = dict(variant="v", widths="[4]", params=1, seed=0, test_acc=0.5, test_loss=1.0)
-    pc.write_method_rows(path, "a", pd.DataFrame([{**row, "method": "a"}]))
-    pc.write_method_rows(path, "b", pd.DataFrame([{**row, "method": "b"}]))
-    table = pc.write_method_rows(path, "a", pd.DataFrame([{**row, "method": "a", "seed": 1}] * 2))
-    assert list(table.columns) == pc.METHOD_COLUMNS
+    pb.write_method_rows(path, "a", pd.DataFrame([{**row, "method": "a"}]))
+    pb.write_method_rows(path, "b", pd.DataFrame([{**row, "method": "b"}]))
+    table = pb.write_method_rows(path, "a", pd.DataFrame([{**row, "method": "a", "seed": 1}] * 2))
+    assert list(table.columns) == pb.METHOD_COLUMNS
     assert sorted(table["method"]) == ["a", "a", "b"] and set(table.loc[table["method"] == "a", "seed"]) == {1}
 
 
@@ -125,12 +126,12 @@ def test_load_or_prune_loads_what_it_made_and_refuses_another_budget(data, tmp_p
     cfg = pc.TrainConfig(epochs=1, lr=0.01, batch_size=32, progress=False)
     budgets = [pc.count_parameters(net) // 2, pc.count_parameters(net) // 4]
     paths = {b: tmp_path / f"b{b}.pt" for b in budgets}
-    first = pc.pruning.load_or_prune(paths, net, data, cfg, samples=32, fraction=0.2)
+    first = pb.pruning.load_or_prune(paths, net, data, cfg, samples=32, fraction=0.2)
     assert all(pc.count_parameters(first[b]) <= b for b in budgets)
-    again = pc.pruning.load_or_prune(paths, net, data, cfg, samples=32, fraction=0.2)
-    assert all(pc.fingerprint(again[b]) == pc.fingerprint(first[b]) for b in budgets)
+    again = pb.pruning.load_or_prune(paths, net, data, cfg, samples=32, fraction=0.2)
+    assert all(pc.checkpoint.fingerprint(again[b]) == pc.checkpoint.fingerprint(first[b]) for b in budgets)
     with pytest.raises(pc.PlantingError, match="budget"):
-        pc.pruning.load_or_prune({budgets[0] - 1: paths[budgets[0]]}, net, data, cfg, samples=32, fraction=0.2)
+        pb.pruning.load_or_prune({budgets[0] - 1: paths[budgets[0]]}, net, data, cfg, samples=32, fraction=0.2)
 
 
 def test_removal_scores_equal_zeroing_each_filter_in_the_whole_network(data):
@@ -159,7 +160,7 @@ def test_one_pruning_path_gives_what_each_budget_alone_gives(data):
     total = pc.count_parameters(net)
     floor = pc.param_count([1] * 5, **{k: v for k, v in net.arch().items() if k != "widths"})
     budgets = [floor + (total - floor) * f // 10 for f in (8, 5, 2)]
-    kept, steps = pc.pruning.prune_to_budgets(net, data, budgets, samples=32, fraction=0.1)
+    kept, steps = pb.pruning.prune_to_budgets(net, data, budgets, samples=32, fraction=0.1)
     for b in budgets:
         alone, _ = prune_to_budget(net, data, b, samples=32, fraction=0.1)
         assert alone.widths == [len(k) for k in kept[b]]

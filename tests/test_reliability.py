@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 import planting_core as pc
+from planting_core import book as pb
 from conftest import small_cfg, tiny_notebook
 from planting_core.data import DEBIAN_FASHION_MNIST, IDX_FILES
 from planting_core.errors import cli
@@ -124,14 +125,14 @@ def test_when_every_candidate_diverges_the_message_names_the_learning_rate(data,
 # ---------------------------------------------------------------- 3: a run pinned to its teacher
 def test_a_run_refuses_to_resume_under_another_teacher(data, teacher, initial, tmp_path):
     cfg = small_cfg(max_rounds=1, stop="fixed-rounds")
-    pc.plant_and_save(initial, teacher, data, cfg, tmp_path, progress=False)
+    pb.plant_and_save(initial, teacher, data, cfg, tmp_path, progress=False)
     other = pc.PlainCNN(teacher.widths, **data.model_kwargs())  # same widths, other weights
     other.load_state_dict({k: v + 0.01 for k, v in teacher.state_dict().items()})
     with pytest.raises(pc.PlantingError, match=f"grown with other settings \\(teacher: .*delete {tmp_path}"):
-        pc.plant_and_save(initial, other, data, cfg, tmp_path, progress=False)
-    pc.RunFolder.planted(tmp_path).unlink()  # as the message allows; the saved search state still knows
+        pb.plant_and_save(initial, other, data, cfg, tmp_path, progress=False)
+    pb.RunFolder.planted(tmp_path).unlink()  # as the message allows; the saved search state still knows
     with pytest.raises(pc.PlantingError, match="another teacher \\(its weights differ\\)"):
-        pc.plant_and_save(initial, other, data, cfg, tmp_path, progress=False)
+        pb.plant_and_save(initial, other, data, cfg, tmp_path, progress=False)
 
 
 # ---------------------------------------------------------------- 4: options checked before any work
@@ -163,7 +164,7 @@ def test_the_batch_runner_checks_list_contents_before_any_notebook(tmp_path):
 
 # ---------------------------------------------------------------- 6: one writer per run folder
 def test_a_second_job_on_a_locked_folder_ends_at_once_naming_the_holder(tmp_path, capsys):
-    with pc.RunFolder(tmp_path).lock():
+    with pb.RunFolder(tmp_path).lock():
         code = job_main(["--out", str(tmp_path), "--subset", "100", "--data-root", str(tmp_path / "nowhere")])
         one_line_error(code, capsys.readouterr().err, "in use by another job", f"pid {os.getpid()}")
         with pytest.raises(pc.PlantingError, match=f"in use by another job \\(pid {os.getpid()}\\)"):
@@ -173,16 +174,16 @@ def test_a_second_job_on_a_locked_folder_ends_at_once_naming_the_holder(tmp_path
 
 def test_a_lock_left_by_a_killed_job_does_not_block(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", "import sys, planting_core as pc\n"
-                               f"with pc.RunFolder({str(tmp_path)!r}).lock():\n"
+                               f"with pb.RunFolder({str(tmp_path)!r}).lock():\n"
                                "    print('locked', flush=True); sys.stdin.read()"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(pc.PlantingError, match=f"pid {holder.pid}"):
-        with pc.RunFolder(tmp_path).lock():
+        with pb.RunFolder(tmp_path).lock():
             pass
     holder.kill()
     holder.wait()
-    with pc.RunFolder(tmp_path).lock() as root:  # the lock file is still there, the kernel's lock is not
+    with pb.RunFolder(tmp_path).lock() as root:  # the lock file is still there, the kernel's lock is not
         assert (root / ".lock").read_text().strip() == str(os.getpid())
 
 

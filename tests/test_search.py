@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import planting_core as pc
+from planting_core import book as pb
 from conftest import small_cfg
 
 
@@ -67,7 +68,7 @@ def test_a_diverging_candidate_is_reported_and_the_others_go_on(data, teacher, i
 
     def fit(model, *a, **k):
         if getattr(model, "planted_layer", None) == 2:
-            raise pc.NonFiniteLossError("loss became nan")
+            raise pc.errors.NonFiniteLossError("loss became nan")
         return real_fit(model, *a, **k)
     monkeypatch.setattr(pc.search, "fit", fit)
     result = pc.grow(initial, teacher, data, small_cfg(max_rounds=1, stop="fixed-rounds"), progress=False)
@@ -82,7 +83,7 @@ def test_poster_table_means_and_stds():
                          for s, a in enumerate([0.80, 0.82])] +
                         [dict(model="teacher", widths="[64]", params=99, loss_fn="ce", seed=0, test_acc=0.9,
                               test_loss=0.3)])
-    table = pc.poster_table(rows)
+    table = pb.poster_table(rows)
     assert list(table["model"]) == ["teacher", "student"]
     assert table.loc[1, "test acc (%)"] == "81.00 ± 1.41" and table.loc[1, "seeds"] == 2
     assert table.loc[0, "test acc (%)"] == "90.00" and table.loc[1, "loss"] == "CE"
@@ -113,7 +114,7 @@ def test_drop_per_parameter_selection_prefers_cheap_layers(data, teacher, initia
 
 def test_a_new_selection_policy_is_one_function(data, teacher, initial, monkeypatch):
     # the loop, training code and parameter table stay as they are: registering the policy is enough
-    monkeypatch.setitem(pc.SELECTIONS, "last_layer", pc.Selection("val_loss", lambda rows, kept: rows[-1]))
+    monkeypatch.setitem(pc.selection.SELECTIONS, "last_layer", pc.selection.Selection("val_loss", lambda rows, kept: rows[-1]))
     result = pc.grow(initial, teacher, data, small_cfg(max_rounds=2, select="last_layer", stop="fixed-rounds"),
                      progress=False)
     assert list(result.chosen()["layer"].dropna()) == [4, 4]
@@ -152,7 +153,7 @@ def test_fit_trains_any_frozen_prefix_module_through_its_fast_path(data):
         def forward(self, x):
             return self.head(torch.flatten(x, 1) @ self.proj)
     probe = Probe()
-    assert isinstance(probe, pc.FrozenPrefix)
+    assert isinstance(probe, pc.train.FrozenPrefix)
     hist = pc.fit(probe, data, pc.TrainConfig(epochs=3, lr=0.02, batch_size=32, progress=False))
     steps = -(-len(data.train) // 32) * 3
     assert probe.calls < steps  # cached once, not recomputed per batch
@@ -160,7 +161,7 @@ def test_fit_trains_any_frozen_prefix_module_through_its_fast_path(data):
 
 
 def test_train_head_grows_with_frozen_convs_and_is_a_setting_of_its_own(data, teacher, initial, tmp_path):
-    res = pc.plant_and_save(initial, teacher, data, small_cfg(max_rounds=1, finetune_head=True), tmp_path / "head",
+    res = pb.plant_and_save(initial, teacher, data, small_cfg(max_rounds=1, finetune_head=True), tmp_path / "head",
                             progress=False)
     grown = res.model
     assert grown.widths != initial.widths
@@ -169,9 +170,9 @@ def test_train_head_grows_with_frozen_convs_and_is_a_setting_of_its_own(data, te
     assert not torch.equal(grown.fc2.weight, initial.fc2.weight)
     # the frozen-classifier run of the same folder is another setting: refused, not reused
     with pytest.raises(pc.PlantingError, match="finetune_head"):
-        pc.plant_and_save(initial, teacher, data, small_cfg(max_rounds=1), tmp_path / "head", progress=False)
+        pb.plant_and_save(initial, teacher, data, small_cfg(max_rounds=1), tmp_path / "head", progress=False)
     # a run at the default records no finetune_head, so runs saved before the field existed load as they were
-    plain = pc.plant_and_save(initial, teacher, data, small_cfg(max_rounds=1), tmp_path / "plain", progress=False)
+    plain = pb.plant_and_save(initial, teacher, data, small_cfg(max_rounds=1), tmp_path / "plain", progress=False)
     assert "finetune_head" not in pc.load_checkpoint(tmp_path / "plain" / "planted.pt").meta["settings"]
     assert plain.history["chosen"].sum() == 2
 
@@ -196,9 +197,9 @@ def test_stop_split_chooses_on_one_half_and_stops_on_the_other(data, teacher, in
 
 
 def test_a_finished_run_longer_than_the_budget_is_refused(data, teacher, initial, tmp_path):
-    pc.plant_and_save(initial, teacher, data, small_cfg(max_rounds=2, stop="fixed-rounds"), tmp_path, progress=False)
+    pb.plant_and_save(initial, teacher, data, small_cfg(max_rounds=2, stop="fixed-rounds"), tmp_path, progress=False)
     with pytest.raises(pc.PlantingError, match="kept 2 rounds, more than max_rounds=1"):
-        pc.plant_and_save(initial, teacher, data, small_cfg(max_rounds=1, stop="fixed-rounds"), tmp_path,
+        pb.plant_and_save(initial, teacher, data, small_cfg(max_rounds=1, stop="fixed-rounds"), tmp_path,
                           progress=False)
 
 

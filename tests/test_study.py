@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 import planting_core as pc
+from planting_core import book as pb
 from planting_core.book.study import conditions_table, conditions_view, point_verdict, verdict, welch_interval
 from tools.book import BOOK_RUNS, run_params
 
@@ -87,9 +88,9 @@ def test_verdict_words():
 
 
 def test_every_condition_has_a_distinct_name_and_a_cause():
-    names = [c.name for c in pc.study.CONDITIONS]
-    assert len(set(names)) == len(names) and all(c.cause for c in pc.study.CONDITIONS)
-    assert pc.study.CONDITIONS[0].describe() == "none"
+    names = [c.name for c in pb.study.CONDITIONS]
+    assert len(set(names)) == len(names) and all(c.cause for c in pb.study.CONDITIONS)
+    assert pb.study.CONDITIONS[0].describe() == "none"
 
 
 @pytest.mark.parametrize("run", [run for run, (*_, only) in BOOK_RUNS.items() if "06" in only])
@@ -121,16 +122,16 @@ def test_committed_verdicts_recompute_from_their_numbers(run):
 def test_the_named_conditions_have_ten_seeds_on_the_small_regimes():
     for run in ("fashion-mnist-5k", "fashion-mnist-1k"):
         table = pd.read_csv(ROOT / "results" / run / "conditions.csv").set_index("condition")
-        named = [c for c in pc.study.VERDICT_CONDITIONS if c in table.index]
+        named = [c for c in pb.study.VERDICT_CONDITIONS if c in table.index]
         assert named and ((table.loc[named, "seeds"] + table.loc[named, "collapsed"]) >= 10).all(), run
 
 
 def test_a_condition_that_changes_the_teacher_gets_its_own(tmp_path):
-    folder, params = pc.RunFolder(tmp_path), pc.with_defaults({"teacher_width": 16})
-    path, widths, cfg = pc.study.condition_teacher(folder, pc.study.BY_NAME["paper"], params)
+    folder, params = pb.RunFolder(tmp_path), pb.with_defaults({"teacher_width": 16})
+    path, widths, cfg = pb.study.condition_teacher(folder, pb.study.BY_NAME["paper"], params)
     assert (path, widths, cfg.augment) == (folder.teacher, [16] * 5, False)
-    path, widths, cfg = pc.study.condition_teacher(folder, pc.study.BY_NAME["teacher-128"], params)
+    path, widths, cfg = pb.study.condition_teacher(folder, pb.study.BY_NAME["teacher-128"], params)
     assert (path, widths) == (folder.study_teacher("teacher-128"), [128] * 5)
-    path, widths, cfg = pc.study.condition_teacher(folder, pc.study.BY_NAME["teacher-aug"], params)
+    path, widths, cfg = pb.study.condition_teacher(folder, pb.study.BY_NAME["teacher-aug"], params)
     assert (widths, cfg.augment, cfg.loss) == ([16] * 5, True, "ce")
-    assert pc.study.BY_NAME["teacher-aug"].describe() == "teacher augment=True"
+    assert pb.study.BY_NAME["teacher-aug"].describe() == "teacher augment=True"

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import planting_core as pc
+from planting_core import book as pb
 
 
 def test_training_learns_and_is_repeatable(data):
@@ -74,7 +75,7 @@ def test_resume_with_other_settings_is_refused(data, tmp_path):
 def test_nan_loss_is_reported(data):
     net = pc.PlainCNN([8] * 5, **data.model_kwargs())
     overflowing = dataclasses.replace(data, train=pc.Split(data.train.x * 1e38, data.train.y))  # logits overflow
-    with pytest.raises(pc.NonFiniteLossError, match="lower the learning rate"):
+    with pytest.raises(pc.errors.NonFiniteLossError, match="lower the learning rate"):
         pc.fit(net, overflowing, pc.TrainConfig(epochs=2, progress=False))
 
 
@@ -108,26 +109,26 @@ def test_pick_device():
 
 def test_load_or_train_trains_once_then_refuses_other_settings(data, tmp_path):
     cfg = pc.TrainConfig(epochs=1, lr=0.02, batch_size=32, progress=False)
-    first = pc.load_or_train(tmp_path / "n.pt", [4] * 5, data, cfg, seed=1)
-    again = pc.load_or_train(tmp_path / "n.pt", [4] * 5, data, cfg, seed=1)  # loaded, not retrained
+    first = pb.load_or_train(tmp_path / "n.pt", [4] * 5, data, cfg, seed=1)
+    again = pb.load_or_train(tmp_path / "n.pt", [4] * 5, data, cfg, seed=1)  # loaded, not retrained
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
     assert first.meta["history"][0]["epoch"] == 1 and not (tmp_path / "n.state.pt").exists()
     with pytest.raises(pc.PlantingError, match=r"n.pt was trained with other settings \(lr: 0.02 there, 0.5 now\)"):
-        pc.load_or_train(tmp_path / "n.pt", [4] * 5, data, pc.TrainConfig(epochs=1, lr=0.5, batch_size=32,
+        pb.load_or_train(tmp_path / "n.pt", [4] * 5, data, pc.TrainConfig(epochs=1, lr=0.5, batch_size=32,
                                                                           progress=False), seed=1)
 
 
 def test_retraining_a_left_out_network_says_so(data, tmp_path, capsys):
     cfg = pc.TrainConfig(epochs=1, lr=0.02, batch_size=32, progress=False)
-    pc.load_or_train(tmp_path / "kept.pt", [4] * 5, data, cfg)
+    pb.load_or_train(tmp_path / "kept.pt", [4] * 5, data, cfg)
     assert "left out" not in capsys.readouterr().out
     (tmp_path / "left-out.csv").write_text("file,seconds\ngone.pt,12.5\n")
-    pc.load_or_train(tmp_path / "gone.pt", [4] * 5, data, cfg)
+    pb.load_or_train(tmp_path / "gone.pt", [4] * 5, data, cfg)
     assert "gone.pt was left out of the published run folder" in capsys.readouterr().out
-    pc.load_or_train(tmp_path / "gone.pt", [4] * 5, data, cfg)  # now on disk: loaded, nothing to say
+    pb.load_or_train(tmp_path / "gone.pt", [4] * 5, data, cfg)  # now on disk: loaded, nothing to say
     assert "left out" not in capsys.readouterr().out
     (tmp_path / "left-out.csv").write_text("file,seconds,commit\nheld.pt,3.0,0123456789abcdef0123\n")
-    pc.load_or_train(tmp_path / "held.pt", [4] * 5, data, cfg)
+    pb.load_or_train(tmp_path / "held.pt", [4] * 5, data, cfg)
     out = capsys.readouterr().out
     assert "the original is in commit 0123456789ab" in out and "within seed noise, not exactly" in out
 

@@ -23,7 +23,7 @@ from tools.batch import notebooks, run_batch, write_notebook
 ROOT = Path(__file__).resolve().parents[1]
 # the book's runs: run folder under results/ -> (dataset, profile, parameter overrides, notebooks or None for all)
 BOOK_RUNS: dict[str, tuple[str, str, dict, list[str] | None]] = {
-    # the study (06) shows every condition of pc.study.CONDITIONS, 3 seeds each (10 for study.VERDICT_CONDITIONS:
+    # the study (06) shows every condition of pb.study.CONDITIONS, 3 seeds each (10 for study.VERDICT_CONDITIONS:
     # seeds 3-9 and the compute-matched students from verdict_dir, the resampled variant from resampled_dir)
     # the compared methods (07-09) tune their one setting on the first seed's validation loss (three values each);
     # projection guides [8] and [16] only (11 layer pairs x 3 guided epochs each is the costliest method here)
@@ -148,7 +148,7 @@ def results_markdown() -> str:
     """The README's results block: every book run's summary.csv in the poster's form (mean ± std over seeds)."""
     import pandas as pd
 
-    from planting_core import poster_table
+    from planting_core.book import poster_table
     from planting_core.book.study import conditions_view as study_view
     parts = []
     for run in BOOK_RUNS:
@@ -176,7 +176,7 @@ def results_markdown() -> str:
 
 def methods_markdown(run: str) -> str:
     """The README's line-up of methods for a run: each method's best network within the paper's planted size."""
-    from planting_core import RunFolder, comparison
+    from planting_core.book import RunFolder, comparison
     table = comparison.comparison_table(comparison.comparison_rows(RunFolder(ROOT / "results" / run)))
     planted = table[(table["method"] == comparison.PLANTING) & (table["variant"] == "the paper's search")]
     budget = float(planted["params"].iloc[0])

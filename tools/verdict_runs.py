@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 import planting_core as pc
+from planting_core import book as pb
 from planting_core.book import matched, study
 from planting_core.book.tuning import SWEEP_COLUMNS, replace_rows
 
@@ -58,32 +59,32 @@ def main() -> None:
     args = ap.parse_args()
     regime = dict(REGIMES[args.regime])
     book_run = Path("results") / regime.pop("run")
-    params = pc.with_defaults({"dataset": "fashion-mnist", "progress": False, "device": "cpu", **regime})
+    params = pb.with_defaults({"dataset": "fashion-mnist", "progress": False, "device": "cpu", **regime})
     args.out.mkdir(parents=True, exist_ok=True)
     if args.matched:
         rows, kinds = matched_students(params, book_run, args.out, args.seeds), ["matched"]
     elif args.resample:  # one folder per data split, with everything trained on it
         rows, kinds = [], ["planting", "student"]
         for s in args.seeds:
-            rows += seed_runs({**params, "seed": s}, None, pc.RunFolder(args.out / f"data-seed{s}"), [s],
+            rows += seed_runs({**params, "seed": s}, None, pb.RunFolder(args.out / f"data-seed{s}"), [s],
                               args.conditions)
     else:
-        rows, kinds = seed_runs(params, book_run, pc.RunFolder(args.out), args.seeds, args.conditions), ["planting", "student"]
+        rows, kinds = seed_runs(params, book_run, pb.RunFolder(args.out), args.seeds, args.conditions), ["planting", "student"]
     replace_rows(args.out / "sweep.csv", pd.DataFrame(rows, columns=SWEEP_COLUMNS), "kind", kinds)
 
 
-def seed_runs(params: dict, book_run: Path | None, folder: pc.RunFolder, seeds: list[int],
+def seed_runs(params: dict, book_run: Path | None, folder: pb.RunFolder, seeds: list[int],
               conditions: list[str]) -> list[dict]:
     """The students and the named conditions for `seeds`, into `folder`, with the book run's teacher (a copy) or,
     with no book run, a teacher trained there on the split `params["seed"]` draws; their sweep.csv rows."""
     folder.root.mkdir(parents=True, exist_ok=True)
     if book_run is not None and not folder.teacher.exists():  # the same targets as the book run's seeds 0-2 had
         shutil.copy2(book_run / "teacher.pt", folder.teacher)
-    data = pc.load_run_data(params, "cpu")
-    teacher = pc.load_or_train(folder.teacher, [params["teacher_width"]] * 5, data, pc.teacher_config(params),
+    data = pb.load_run_data(params, "cpu")
+    teacher = pb.load_or_train(folder.teacher, [params["teacher_width"]] * 5, data, pb.teacher_config(params),
                                seed=params["seed"])
     t0 = time.perf_counter()
-    pc.train_students(data, study.VERDICT_WIDTHS, ["ce", "kd"], seeds, pc.student_config(params, seeds[0]), teacher,
+    pb.train_students(data, study.VERDICT_WIDTHS, ["ce", "kd"], seeds, pb.student_config(params, seeds[0]), teacher,
                       folder.root)
     print(f"{folder.root}: teacher and students done ({time.perf_counter() - t0:.0f} s)", flush=True)
     rows = study.student_sweep_rows(folder).to_dict("records")
@@ -100,20 +101,20 @@ def seed_runs(params: dict, book_run: Path | None, folder: pc.RunFolder, seeds: 
 def matched_students(params: dict, book_run: Path, out: Path, seeds: list[int]) -> list[dict]:
     """For each seed and width, a compute-matched student with the budget of that seed's finetune-old search
     (the book run's for seeds 0-2, else the one in `out`), into out/matched/; their sweep.csv rows."""
-    data = pc.load_run_data(params, "cpu")
-    teacher = pc.load_or_train(book_run / "teacher.pt", [params["teacher_width"]] * 5, data, pc.teacher_config(params))
+    data = pb.load_run_data(params, "cpu")
+    teacher = pb.load_or_train(book_run / "teacher.pt", [params["teacher_width"]] * 5, data, pb.teacher_config(params))
     cond, rows = study.BY_NAME["finetune-old"], []
     for s in seeds:
-        home = pc.RunFolder(book_run if s < 3 else out)
+        home = pb.RunFolder(book_run if s < 3 else out)
         history = pd.read_csv(study.condition_run(home, cond, s, study.reuses_chapter_runs(params)) / "history.csv")
-        rounds = matched.search_budget(history, pc.NUM_CONVS)
+        rounds = matched.search_budget(history, pc.models.NUM_CONVS)
         for w in study.VERDICT_WIDTHS:
             t0 = time.perf_counter()
             net = matched.train_matched(out / "matched" / f"w{w}-seed{s}.pt", [w] * 5, data,
-                                        pc.student_config(params, s), pc.grow_config(params, s).train, rounds,
-                                        pc.NUM_CONVS, teacher)
+                                        pb.student_config(params, s), pb.grow_config(params, s).train, rounds,
+                                        pc.models.NUM_CONVS, teacher)
             rows.append(matched.sweep_row(net, s))
-            print(f"matched [{w}] seed {s}: {rounds} rounds x {pc.NUM_CONVS}, test acc {net.meta['test_acc']:.4f} "
+            print(f"matched [{w}] seed {s}: {rounds} rounds x {pc.models.NUM_CONVS}, test acc {net.meta['test_acc']:.4f} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
     return rows
 

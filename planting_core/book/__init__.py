@@ -13,17 +13,3 @@ from .plots import plot_accuracy_vs_params, plot_comparison, plot_planting_diagr
 from .report import (METHOD_COLUMNS, SUMMARY_COLUMNS, claims, comparison_points, compute_time, glue, poster_table,
                      result_row, write_method_rows)
 from .runfolder import RunFolder
-# library names the book's notebooks reach through pc (pc.<name> falls back to this namespace)
-from ..checkpoint import atomic_save, fingerprint, safe_load
-from ..data import DATASETS, augment, batches, check_dataset_name, default_root
-from ..device import autocast, to_device
-from ..distill import ce_loss, kd_losses
-from ..errors import DataNotFoundError, NonFiniteLossError
-from ..layers import PlantedLayer
-from ..models import LAYOUTS, NUM_CONVS, check_widths
-from ..planting import PlantedCNN, freeze, train_head
-from ..proposals import PROPOSALS, Candidate
-from ..selection import SELECTIONS, Selection
-from ..stopping import STOP_RULES
-from ..train import FrozenPrefix, check_pair, trainable_parameters
-from ..speed import distributed, fused, graphstep, parallel

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import NETWORK_KINDS, NUM_CONVS, PlainCNN, count_parameters
+from ..models import NETWORK_KINDS, NUM_CONVS, PlainCNN
 from .projection import block_sides
 
 DEPTHS = (3, 4, 5)

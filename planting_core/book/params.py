@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 
 from ..errors import PlantingError
 from ..models import NUM_CONVS
-from ..fields import (FIELDS, Param, int_in, is_bool, list_of, non_empty_str, num_in, one_of, optional,
+from ..fields import (FIELDS, Param, int_in, is_bool, list_of, non_empty_str, num_in, optional,
                       registry, val_size_ok)
 
 
