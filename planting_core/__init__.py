@@ -5,7 +5,11 @@ network round by round. The book's experiment apparatus (parameter table, run fo
 methods, plots, the command line and the benchmark) lives in planting_core.book; the speed paths (fused
 candidates, CUDA graphs, threads, torchrun) in planting_core.speed.
 """
-from .checkpoint import load_checkpoint, save_checkpoint
+from .floor import check_torch
+
+check_torch()  # before anything loads a file: one line if torch is too old
+
+from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from .data import Data, Split, load_data
 from .device import pick_device
 from .distill import kd_loss, teacher_logits

@@ -143,7 +143,8 @@ def test_the_search_loop_branches_on_no_study_switch():
 def installed(tmp_path_factory) -> Path:
     """A fresh virtual environment (reusing this one's torch) with `pip install .` of this repository."""
     env = tmp_path_factory.mktemp("venv")
-    venv.EnvBuilder(system_site_packages=True, with_pip=True).create(env)
+    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env)  # this pip and setuptools (>= 77:
+    # SPDX license), seen through the system site-packages; the venv's own would be ensurepip's older setuptools
     python = env / "bin" / "python"
     proc = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(ROOT)],
                           capture_output=True, text=True)
@@ -174,3 +175,19 @@ def test_installed_package_works_from_an_empty_folder(installed, tmp_path):
     cost = pb.compute_time(folder.root).set_index("stage")  # the main job's folder has the notebooks' layout
     assert cost.loc["initial networks", "runs"] == 1 and cost.loc["planting (every candidate)", "runs"] == 5
     assert len(pd.read_csv(folder.history(folder.planting(0)))) == 6
+
+
+def test_an_old_torch_is_refused_at_import_with_one_line():
+    from planting_core.floor import check_torch
+    check_torch("2.6.0+cpu")  # the floor itself is fine
+    with pytest.raises(ImportError, match=r"needs torch 2\.6 or newer .* this is torch 2\.5\.1\+cu121"):
+        check_torch("2.5.1+cu121")
+
+
+def test_the_package_metadata_has_one_version_a_license_file_and_its_citation():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert 'license = "MIT"' in text and 'license-files = ["LICENSE"]' in text and 'dynamic = ["version"]' in text
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert "Channel Planting for Deep Neural Networks" in (ROOT / "CITATION.cff").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert readme.index("## Install") < readme.index("## Quickstart") < readme.index("## Build the book")
