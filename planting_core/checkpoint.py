@@ -14,7 +14,7 @@ import torch
 from .speed import distributed
 from .errors import CheckpointError, PlantingError
 from .hashing import tensor_digest
-from .models import build_network
+from .models import build_network, param_count
 from .planting import is_planted, merge
 from .site_planting import module_sizes, resized
 
@@ -128,8 +128,31 @@ def network_record(net: torch.nn.Module) -> dict:
     return {**shape, "state": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
 
 
+def check_declared_size(obj: dict) -> None:
+    """Refuse a record whose architecture declares more weights than its state holds (e.g. a small file claiming
+    hidden=12,000,000), before anything is allocated; grown networks' sizes are bounded by resized()."""
+    if "sizes" in obj:
+        return
+    arch, state = obj.get("arch"), obj.get("state")
+    if not isinstance(arch, dict) or not isinstance(state, dict):
+        raise CheckpointError(f"its arch and state must be mappings, got {type(arch).__name__} and "
+                              f"{type(state).__name__}")
+    held = sum(t.numel() for t in state.values() if isinstance(t, torch.Tensor))
+    values = [v for v in arch.values() if isinstance(v, int)] + [
+        w for v in arch.values() if isinstance(v, list) for w in v if isinstance(w, int)]
+    if any(v > held for v in values):  # no layer can be wider than all the weights there are
+        raise CheckpointError(f"its architecture declares a size of {max(values):,}, more than the {held:,} weights "
+                              f"it holds: refused before building it")
+    if arch.get("kind", "plain") == "plain":
+        declared = param_count(**{k: v for k, v in arch.items() if k != "kind"})
+        if declared > held:
+            raise CheckpointError(f"its architecture declares {declared:,} parameters but it holds {held:,}: "
+                                  f"refused before building it")
+
+
 def network_from_record(obj: dict, template: torch.nn.Module | None = None) -> torch.nn.Module:
     """The network network_record() describes (a network other than the book's kinds resized from `template`)."""
+    check_declared_size(obj)
     model = build_network(obj["arch"]) if "sizes" not in obj else resized(template, obj["sizes"])
     model.load_state_dict(obj["state"])
     return model
@@ -157,6 +180,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu",
                               f"that class (any widths) to load it")
     try:
         model = network_from_record(obj, template)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     except (KeyError, TypeError, RuntimeError, PlantingError) as err:
         raise CheckpointError(f"{path}: inconsistent checkpoint, its weights do not fit its architecture "
                               f"({type(err).__name__}: {str(err).splitlines()[0]})") from None

@@ -42,7 +42,7 @@ def test_foreign_files_are_refused(tmp_path):
 def test_inconsistent_checkpoint(tmp_path):
     path = pc.save_checkpoint(pc.PlainCNN([4] * 5), tmp_path / "net.pt")
     obj = torch.load(path, weights_only=True)
-    obj["arch"]["widths"] = [5] * 5
+    obj["arch"]["widths"] = [3] * 5  # fewer weights than it holds: built, then refused
     torch.save(obj, path)
     with pytest.raises(pc.CheckpointError, match="do not fit its architecture"):
         pc.load_checkpoint(path)
@@ -80,3 +80,27 @@ def test_numpy_and_torch_scalars_in_metadata_are_saved_as_plain_numbers(tmp_path
                        pair=(np.float32(1.0), 2))
     meta = pc.load_checkpoint(tmp_path / "n.pt").meta  # loads with weights_only=True
     assert meta == {"acc": 0.6, "n": 3, "t": 1.5, "pair": [1.0, 2]} and type(meta["acc"]) is float
+
+
+@pytest.mark.parametrize("change", [{"hidden": 12_000_000}, {"widths": [8, 8, 8, 8, 5_000_000]}, {"image_size": 4096}])
+def test_a_checkpoint_declaring_a_huge_architecture_is_refused_before_building_it(tmp_path, monkeypatch, change):
+    path = tmp_path / "small.pt"
+    pc.save_checkpoint(pc.PlainCNN([8] * 5, in_channels=1, image_size=28), path)
+    obj = torch.load(path, weights_only=True)
+    obj["arch"].update(change)
+    torch.save(obj, path)  # a small file whose architecture claims a huge network
+    built = []
+    monkeypatch.setattr(pc.checkpoint, "build_network", lambda arch: built.append(arch))
+    with pytest.raises(pc.CheckpointError, match=r"small\.pt: its architecture declares .* refused before building"):
+        pc.load_checkpoint(path)
+    assert not built  # nothing was allocated for it
+
+
+def test_a_checkpoint_whose_arch_is_not_a_mapping_is_one_line(tmp_path):
+    path = tmp_path / "odd.pt"
+    pc.save_checkpoint(pc.PlainCNN([4] * 5), path)
+    obj = torch.load(path, weights_only=True)
+    obj["arch"] = [1, 2, 3]
+    torch.save(obj, path)
+    with pytest.raises(pc.CheckpointError, match=r"odd\.pt: its arch and state must be mappings, got list"):
+        pc.load_checkpoint(path)
