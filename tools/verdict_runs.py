@@ -12,7 +12,8 @@ validation images), so each seed gets its own folder data-seed<s>/ with its own 
 book run's). Each network is load-or-train and each planting run resumes from its grow_state.pt: rerun the same
 command after an interruption. Progress is one line per finished network, with its seconds.
 
-Each mode writes its networks' rows (sweep.csv form) into --out/sweep.csv, replacing its own kinds: the study
+Each mode writes its networks' rows (sweep.csv form) into --out/sweep.csv (with --resample: each data-seed<s>/
+sweep.csv, so that several processes can grow different seeds at once), replacing its own kinds: the study
 notebook (06) reads them from there (parameters verdict_dir and resampled_dir), so its tables do not need these
 networks' checkpoints.
 """
@@ -63,11 +64,12 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.matched:
         rows, kinds = matched_students(params, book_run, args.out, args.seeds), ["matched"]
-    elif args.resample:  # one folder per data split, with everything trained on it
-        rows, kinds = [], ["planting", "student"]
+    elif args.resample:  # one folder per data split, with everything trained on it, and its own sweep.csv
         for s in args.seeds:
-            rows += seed_runs({**params, "seed": s}, None, pb.RunFolder(args.out / f"data-seed{s}"), [s],
-                              args.conditions)
+            folder = pb.RunFolder(args.out / f"data-seed{s}")
+            rows = seed_runs({**params, "seed": s}, None, folder, [s], args.conditions)
+            replace_rows(folder.sweep_csv, pd.DataFrame(rows, columns=SWEEP_COLUMNS), "kind", ["planting", "student"])
+        return
     else:
         rows, kinds = seed_runs(params, book_run, pb.RunFolder(args.out), args.seeds, args.conditions), ["planting", "student"]
     replace_rows(args.out / "sweep.csv", pd.DataFrame(rows, columns=SWEEP_COLUMNS), "kind", kinds)
