@@ -21,13 +21,14 @@ def students(accs: dict[int, list[float]], val_acc: float = 0.8) -> pd.DataFrame
     """sweep.csv rows of CE students: width -> test accuracy per seed ([8] has 13,000 parameters, [16] 29,000)."""
     size = {8: 13_000, 16: 29_000}
     return pd.DataFrame([dict(kind="student", condition="student CE", seed=s, widths=json.dumps([w] * 5),
-                              params=size[w], val_acc=val_acc, test_acc=a, settings=STUDENT_SETTINGS, candidates=0)
+                              params=size[w], val_acc=val_acc, test_acc=a, settings=STUDENT_SETTINGS, candidates=0,
+                              seconds=6.0)
                          for w, seeds in accs.items() for s, a in enumerate(seeds)])
 
 
 def planted(params: list[int], accs: list[float], condition: str = "c", val_acc: float = 0.8) -> pd.DataFrame:
     return pd.DataFrame(dict(kind="planting", condition=condition, seed=range(len(params)), params=params,
-                             test_acc=accs, val_acc=val_acc, settings=PLANT_SETTINGS, candidates=10))
+                             test_acc=accs, val_acc=val_acc, settings=PLANT_SETTINGS, candidates=10, seconds=120.0))
 
 
 STUDENTS = students({8: [0.80, 0.81, 0.82], 16: [0.84, 0.85, 0.86]})
@@ -75,7 +76,8 @@ def test_the_readable_view_shows_intervals_and_the_old_verdict_where_it_differs(
     view = conditions_view(table)
     assert view.index.tolist() == ["a", "b"]
     assert view.loc["a", "test acc (%)"] == "85.50 ± 0.71" and view.loc["b", "test acc (%)"] == "79.00"  # one seed
-    assert view.loc["a", "yardstick ≤ 2x"] == "[16] CE" and view.loc["a", "params (mean)"] == 22_000
+    assert view.loc["a", "yardstick ≤ 2x"] == "[16] CE, 15 epochs" and view.loc["a", "params (mean)"] == 22_000
+    assert view.loc["a", "minutes"] == 2.0 and view.loc["a", "epochs"] == 115
     assert view.loc["a", "verdict ≤ 1x"] == "helps" and view.loc["a", "verdict ≤ 2x"] == "inconclusive (point rule: helps)"
     assert view.loc["b", "difference ≤ 1x (points, 95% CI)"] == "-2.00 (no interval)"
 

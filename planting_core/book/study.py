@@ -33,9 +33,10 @@ MAX_ROUNDS = 50  # the budget of every run: at most this many planting rounds (2
 # conditions.csv: accuracies and differences as fractions (test accuracy); verdict_* by the Welch interval
 # (amended rule), point_verdict_* by the first protocol's rule; matched_*: against the compute-matched students
 CONDITION_COLUMNS = ["condition", "seeds", "collapsed", "planted_params_mean", "planted_acc_mean", "planted_acc_std",
-                     "compute_epochs"] + [
+                     "compute_epochs", "compute_minutes"] + [
     col for prefix in ("", "matched_") for f in ("1x", "2x") for col in (
-        f"best_student_le_{f}" if not prefix else f"matched_le_{f}", f"yardstick_{prefix}{f}", f"diff_{prefix}{f}",
+        f"best_student_le_{f}" if not prefix else f"matched_le_{f}", f"yardstick_{prefix}{f}",
+        f"yardstick_{prefix}{f}_epochs", f"diff_{prefix}{f}",
         f"diff_{prefix}{f}_lo", f"diff_{prefix}{f}_hi", f"verdict_{prefix}{f}", f"point_verdict_{prefix}{f}")]
 
 
@@ -212,12 +213,14 @@ def compare(accs: np.ndarray, sticks: pd.DataFrame, max_params: float) -> dict:
     parameters: which one, its mean accuracy, the difference with its 95% Welch interval, and both verdicts."""
     fit = sticks[sticks["params"] <= max_params]
     if fit.empty or not len(accs):
-        return dict(name="none that small", acc=float("nan"), diff=float("nan"), lo=float("nan"), hi=float("nan"),
+        return dict(name="none that small", acc=float("nan"), epochs=float("nan"), diff=float("nan"), lo=float("nan"),
+                    hi=float("nan"),
                     verdict="inconclusive", point=point_verdict(float(np.mean(accs)) if len(accs) else float("nan"),
                                                                 float("nan")))
     best = fit.loc[fit["acc"].idxmax()]
     diff, lo, hi = welch_interval(accs, best["accs"])
-    return dict(name=best["name"], acc=float(best["acc"]), diff=diff, lo=lo, hi=hi, verdict=verdict(lo, hi),
+    return dict(name=best["name"], acc=float(best["acc"]), epochs=float(best["epochs"]), diff=diff, lo=lo, hi=hi,
+                verdict=verdict(lo, hi),
                 point=point_verdict(float(np.mean(accs)), float(best["acc"])))
 
 
@@ -237,12 +240,14 @@ def conditions_table(sweep: pd.DataFrame, classes: int = 10) -> pd.DataFrame:
         row = dict(condition=name, seeds=len(ok), collapsed=int(bad.sum()), planted_params_mean=round(params, 1),
                    planted_acc_mean=float(accs.mean()) if len(accs) else float("nan"),
                    planted_acc_std=float(ok["test_acc"].std()),
-                   compute_epochs=float(np.mean([run_epochs(r, initial_epochs) for _, r in ok.iterrows()])))
+                   compute_epochs=float(np.mean([run_epochs(r, initial_epochs) for _, r in ok.iterrows()])),
+                   compute_minutes=float(ok["seconds"].mean() / 60))  # wall time of the search, this machine
         for prefix, table in sticks.items():
             for factor in (1, 2):
                 c, tag = compare(accs, table, factor * params), f"{prefix}{factor}x"
                 row.update({(f"best_student_le_{factor}x" if not prefix else f"matched_le_{factor}x"): c["acc"],
-                            f"yardstick_{tag}": c["name"], f"diff_{tag}": c["diff"], f"diff_{tag}_lo": c["lo"],
+                            f"yardstick_{tag}": c["name"], f"yardstick_{tag}_epochs": c["epochs"],
+                            f"diff_{tag}": c["diff"], f"diff_{tag}_lo": c["lo"],
                             f"diff_{tag}_hi": c["hi"], f"verdict_{tag}": c["verdict"],
                             f"point_verdict_{tag}": c["point"]})
         rows.append(row)
@@ -266,11 +271,13 @@ def conditions_view(table: pd.DataFrame, matched: bool = False) -> pd.DataFrame:
     view = {"seeds": table["seeds"].astype(int),
             "params (mean)": table["planted_params_mean"].round().astype(int),
             "test acc (%)": [mean_std_text(m, s) for m, s in zip(table["planted_acc_mean"], table["planted_acc_std"])],
-            "epochs": table["compute_epochs"].round().astype(int)}
+            "epochs": table["compute_epochs"].round().astype(int),
+            "minutes": table["compute_minutes"].round(1)}
     prefix = "matched_" if matched else ""
     for f, words in (("1x", "≤ 1x"), ("2x", "≤ 2x")):
         tag = f"{prefix}{f}"
-        view[f"yardstick {words}"] = table[f"yardstick_{tag}"]
+        view[f"yardstick {words}"] = [n if e != e else f"{n}, {e:.0f} epochs" for n, e in
+                                      zip(table[f"yardstick_{tag}"], table[f"yardstick_{tag}_epochs"])]
         view[f"difference {words} (points, 95% CI)"] = [interval_text(*v) for v in zip(
             table[f"diff_{tag}"], table[f"diff_{tag}_lo"], table[f"diff_{tag}_hi"])]
         view[f"verdict {words}"] = [v if v == p or p == "no student that small" else f"{v} (point rule: {p})"
