@@ -33,12 +33,20 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """The subpackages, imported on first use: planting_core.book (the book's apparatus) and planting_core.speed."""
+    """The subpackages, imported on first use: planting_core.book (the book's apparatus) and planting_core.speed.
+    Any other unknown name is an error that says where the name lives, if anywhere."""
     import importlib
     if name in ("book", "speed"):
         return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module 'planting_core' has no attribute {name!r} (the book's apparatus: "
-                         f"from planting_core import book as pb)")
+    if name.startswith("__"):
+        raise AttributeError(name)
+    homes = [f"planting_core.{m}.{name}" for m in ("checkpoint", "data", "device", "distill", "errors", "models",
+                                                    "planting", "layers", "train", "search", "selection", "proposals")
+             if hasattr(importlib.import_module(f"{__name__}.{m}"), name)]
+    if not homes and hasattr(importlib.import_module(f"{__name__}.book"), name):
+        homes = [f"planting_core.book.{name} (from planting_core import book as pb)"]
+    where = f": it is {homes[0]}" if homes else ""
+    raise AttributeError(f"module 'planting_core' has no attribute {name!r}{where}")
 
 
 def __dir__() -> list[str]:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 class Training:
     """Which of a planted candidate's parameters train."""
     name: str
-    prepare: Callable[[nn.Module], nn.Module]  # planted candidate -> the network to train (the same one, or merged)
+    trainable: Callable[[nn.Module], nn.Module]  # planted candidate -> the network to train (the same, or merged)
     new_only: bool  # only the planted channels train (what fused training supports)
     revives: bool  # the old convolutions train too, so a dead (collapsed) channel may come back
 
@@ -73,6 +73,7 @@ class SplitHalves(Validation):
         return {**choose, "stop_loss": stop["loss"]}
 
     def stop_metric(self, selection_metric: str) -> str:
+        """The second half's cross-entropy decides whether a winner is kept."""
         return "stop_loss"
 
 

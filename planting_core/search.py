@@ -160,7 +160,7 @@ class CandidateTrainer:
             if self.cfg.max_params is not None and count_parameters(net) > self.cfg.max_params:
                 yield cand.key, {"row": self.row(rnd, cand.layer, net, FAILED, 0.0, "over max_params"), "net": None}
                 continue
-            built.append((cand, seed, self.training.prepare(net)))
+            built.append((cand, seed, self.training.trainable(net)))
         if self.training.new_only and use_fused(self.cfg.fused, self.data.train.x.device, [net for _, _, net in built], self.tcfg):
             t0 = time.perf_counter()
             try:  # fit_fused writes into the candidates only when it has finished: a failure leaves them untouched

@@ -171,11 +171,10 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
     pruning's group-sparse regulariser; the logged train loss leaves it out).
     Returns one dict per epoch: epoch, train_loss, val_loss, val_acc, seconds.
     """
-    run = TrainingRun(model, data, cfg, teacher, targets, data_parallel, penalty)
-    history, first = run.resume(checkpoint)
-    run.prepare(first)
-    bar = tqdm(total=run.steps * (cfg.epochs - first), desc=desc, disable=not cfg.progress, leave=False)
-    for epoch in range(first, cfg.epochs):
+    run = TrainingRun(model, data, cfg, teacher, targets, data_parallel, penalty, checkpoint)
+    history = run.history  # the epochs a resumed state had trained, then this call's
+    bar = tqdm(total=run.steps * (cfg.epochs - run.first), desc=desc, disable=not cfg.progress, leave=False)
+    for epoch in range(run.first, cfg.epochs):
         t0 = time.perf_counter()
         train_loss = run.epoch(epoch, bar)
         if not math.isfinite(train_loss):
@@ -197,11 +196,12 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | Non
 
 
 class TrainingRun:
-    """One fit's set-up (checks, teacher targets, optimiser, schedule) and its two kinds of step: eager, or the
-    static step (graphstep.py: full batches replayed from a CUDA graph)."""
+    """One fit's set-up (checks, teacher targets, optimiser, schedule, the state it resumes from, the forward path)
+    and its two kinds of step: eager, or the static step (graphstep.py: full batches replayed from a CUDA graph)."""
 
     def __init__(self, model: nn.Module, data: Data, cfg: TrainConfig, teacher: nn.Module | None,
-                 targets: torch.Tensor | None, data_parallel: bool, penalty: Callable[[nn.Module], torch.Tensor] | None):
+                 targets: torch.Tensor | None, data_parallel: bool, penalty: Callable[[nn.Module], torch.Tensor] | None,
+                 checkpoint: str | Path | None = None):
         cfg.check()
         self.model, self.data, self.cfg, self.teacher, self.dev = model, data, cfg, teacher, data.train.x.device
         to_device(model, self.dev).train()
@@ -222,8 +222,10 @@ class TrainingRun:
         self.opt = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_schedule(cfg, self.steps))
         self.data_parallel, self.regularise = data_parallel, penalty or (lambda m: 0.0)
+        self.history, self.first = self._resume(checkpoint)  # the epochs done so far, the first one to train
+        self._prepare(self.first)
 
-    def resume(self, checkpoint: str | Path | None) -> tuple[list[dict], int]:
+    def _resume(self, checkpoint: str | Path | None) -> tuple[list[dict], int]:
         """The history so far and the first epoch to train: from the training state at `checkpoint`, if any."""
         if checkpoint is None or not Path(checkpoint).exists():
             return [], 0
@@ -242,7 +244,7 @@ class TrainingRun:
                      "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "epoch": epoch,
                      "history": history}, checkpoint)
 
-    def prepare(self, first: int) -> None:
+    def _prepare(self, first: int) -> None:
         """The forward path (a frozen prefix, cached if it fits; DDP under torchrun) and the static step, if any."""
         cfg, model = self.cfg, self.model
         # a network with a frozen prefix (e.g. a planted one) computes it without autograd: once for all epochs if
@@ -272,8 +274,9 @@ class TrainingRun:
         cfg = self.cfg
         return kd_loss(logits, tb, cfg.T, yb, cfg.alpha) if cfg.loss == "kd" else ce_loss(logits, yb)
 
-    def loss_of(self, inputs, yb, tb):  # (B, ...) inputs -> (objective with the penalty, the batch's loss)
-        """The static step's loss: (objective with the penalty, the batch's loss)."""
+    def loss_of(self, inputs: tuple[torch.Tensor, ...], yb: torch.Tensor,
+                tb: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The static step's loss on (B, ...) inputs: (objective with the penalty, the batch's loss)."""
         with autocast(self.dev, cache=self.dev.type != "cuda"):
             loss = self.batch_loss(self.forward(*inputs), yb, tb)
         return loss + self.regularise(self.model), loss
@@ -308,7 +311,8 @@ class TrainingRun:
             bar.update(1)
         return (distributed.all_sum(total) if self.parallel else total).item() / n_train  # one sync per epoch
 
-    def static_step(self, idx: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor, tb: torch.Tensor | None):
+    def static_step(self, idx: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor,
+                    tb: torch.Tensor | None) -> torch.Tensor:
         """One full batch through the static step; its loss (on the device)."""
         with torch.no_grad(), autocast(self.dev):
             inputs = self.inputs_of(idx, xb)

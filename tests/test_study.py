@@ -137,3 +137,18 @@ def test_a_condition_that_changes_the_teacher_gets_its_own(tmp_path):
     path, widths, cfg = pb.study.condition_teacher(folder, pb.study.BY_NAME["teacher-aug"], params)
     assert (widths, cfg.augment, cfg.loss) == ([16] * 5, True, "ce")
     assert pb.study.BY_NAME["teacher-aug"].describe() == "teacher augment=True"
+
+
+def test_a_condition_whose_every_seed_collapsed_says_so_and_still_shows():
+    table = conditions_table(pd.concat([planted([13_050] * 2, [0.10, 0.10], val_acc=0.1), STUDENTS]))
+    row = table.iloc[0]
+    assert (row["seeds"], row["collapsed"], row["verdict_2x"]) == (0, 2, "every seed collapsed")
+    assert conditions_view(table).loc["c", "verdict ≤ 2x"] == "every seed collapsed"
+
+
+def test_a_network_counted_twice_is_refused_and_no_spread_is_no_interval():
+    with pytest.raises(pc.PlantingError, match="holds 1 network.s. twice, e.g. student student CE seed 0"):
+        conditions_table(pd.concat([planted([15_000] * 2, [0.85, 0.86]), STUDENTS, STUDENTS.iloc[:1]]))
+    same = students({8: [0.81, 0.81]})
+    row = conditions_table(pd.concat([planted([15_000] * 2, [0.85, 0.85]), same])).iloc[0]
+    assert np.isnan(row["diff_1x_lo"]) and row["verdict_1x"] == "inconclusive"  # identical seeds: no interval

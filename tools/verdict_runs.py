@@ -30,7 +30,8 @@ import torch
 import planting_core as pc
 from planting_core import book as pb
 from planting_core.book import matched, study
-from planting_core.book.tuning import SWEEP_COLUMNS, replace_rows
+from planting_core.book.tuning import SWEEP_COLUMNS
+from planting_core.checkpoint import write_csv
 
 REGIMES = {  # each regime's parameters, as its book run's study notebook was run (results/<run>/notebooks/06_study)
     "1k": dict(run="fashion-mnist-1k", subset=1000, val_size=500, max_rounds=50),
@@ -63,16 +64,27 @@ def main() -> None:
     params = pb.with_defaults({"dataset": "fashion-mnist", "progress": False, "device": "cpu", **regime})
     args.out.mkdir(parents=True, exist_ok=True)
     if args.matched:
-        rows, kinds = matched_students(params, book_run, args.out, args.seeds), ["matched"]
+        rows = matched_students(params, book_run, args.out, args.seeds)
     elif args.resample:  # one folder per data split, with everything trained on it, and its own sweep.csv
         for s in args.seeds:
             folder = pb.RunFolder(args.out / f"data-seed{s}")
             rows = seed_runs({**params, "seed": s}, None, folder, [s], args.conditions)
-            replace_rows(folder.sweep_csv, pd.DataFrame(rows, columns=SWEEP_COLUMNS), "kind", ["planting", "student"])
+            merge_rows(folder.sweep_csv, rows)
         return
     else:
-        rows, kinds = seed_runs(params, book_run, pb.RunFolder(args.out), args.seeds, args.conditions), ["planting", "student"]
-    replace_rows(args.out / "sweep.csv", pd.DataFrame(rows, columns=SWEEP_COLUMNS), "kind", kinds)
+        rows = seed_runs(params, book_run, pb.RunFolder(args.out), args.seeds, args.conditions)
+    merge_rows(args.out / "sweep.csv", rows)
+
+
+def merge_rows(path: Path, rows: list[dict]) -> None:
+    """Add these networks' rows to the sweep.csv at `path`, replacing only rows of the same networks (kind,
+    condition, widths, seed): runs of other seeds or conditions made by earlier invocations stay."""
+    new = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+    old = pd.read_csv(path) if path.exists() else new.iloc[:0]
+    key = ["kind", "condition", "widths", "seed"]
+    table = pd.concat([old, new], ignore_index=True)
+    table = table.assign(widths=table["widths"].astype(str)).drop_duplicates(key, keep="last")
+    write_csv(table, path)
 
 
 def seed_runs(params: dict, book_run: Path | None, folder: pb.RunFolder, seeds: list[int],
@@ -108,7 +120,10 @@ def matched_students(params: dict, book_run: Path, out: Path, seeds: list[int]) 
     cond, rows = study.BY_NAME["finetune-old"], []
     for s in seeds:
         home = pb.RunFolder(book_run if s < 3 else out)
-        history = pd.read_csv(study.condition_run(home, cond, s, study.reuses_chapter_runs(params)) / "history.csv")
+        run = study.condition_run(home, cond, s, study.reuses_chapter_runs(params))
+        if not pb.RunFolder.planted(run).exists():  # an unfinished search's history would give a smaller budget
+            raise SystemExit(f"error: {run} has not finished (no planted.pt): grow it first, then match its compute")
+        history = pd.read_csv(run / "history.csv")
         rounds = matched.search_budget(history, pc.models.NUM_CONVS)
         for w in study.VERDICT_WIDTHS:
             t0 = time.perf_counter()

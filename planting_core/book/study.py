@@ -25,6 +25,7 @@ from .runfolder import RunFolder
 from .configs import grow_config, student_config, teacher_config
 from .experiments import growth_settings, load_or_train, plant_and_save
 from ..data import Data
+from ..errors import PlantingError
 from ..search import GrowResult
 from ..train import TrainConfig
 from .tuning import SWEEP_COLUMNS, network_row
@@ -155,8 +156,8 @@ def welch_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[f
     if min(len(a), len(b)) < 2:
         return diff, float("nan"), float("nan")
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    if va + vb == 0:  # no spread on either side: the difference is exact
-        return diff, diff, diff
+    if va + vb == 0:  # no spread on either side (e.g. identical seeds): nothing to judge the difference by
+        return diff, float("nan"), float("nan")
     dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
     half = float(stats.t.ppf(0.5 + level / 2, dof) * (va + vb) ** 0.5)
     return diff, diff - half, diff + half
@@ -181,7 +182,7 @@ def point_verdict(planted_acc: float, student_acc: float) -> str:
 def collapsed(rows: pd.DataFrame, classes: int = 10) -> pd.Series:
     """Networks whose validation accuracy is at most twice chance (1/classes): collapsed, e.g. every ReLU died.
     Decided on validation data only; such runs are left out of both sides of a verdict and counted."""
-    return rows["val_acc"] <= 2.0 / classes
+    return ~(rows["val_acc"] > 2.0 / classes)  # a network with no validation figure (NaN) counts as collapsed
 
 
 def run_epochs(row: pd.Series, initial_epochs: int) -> int:
@@ -201,8 +202,8 @@ def yardsticks(sweep: pd.DataFrame, kind: str, classes: int = 10) -> pd.DataFram
     rows = sweep[(sweep["kind"] == kind) & ~collapsed(sweep, classes)]
     groups = []
     for (name, widths), g in rows.groupby(["condition", "widths"], sort=False):
-        width = json.loads(widths)[0]
-        groups.append(dict(name=f"[{width}] {name.split()[-1]}", params=int(g["params"].iloc[0]),
+        width = json.loads(widths)[0]  # "student CE" -> "[16] CE", "matched KD" -> "[16] matched KD"
+        groups.append(dict(name=f"[{width}] {name.removeprefix('student ')}", params=int(g["params"].iloc[0]),
                            acc=float(g["test_acc"].mean()), accs=g["test_acc"].to_numpy(),
                            epochs=run_epochs(g.iloc[0], 0)))
     return pd.DataFrame(groups, columns=["name", "params", "acc", "accs", "epochs"])
@@ -224,18 +225,36 @@ def compare(accs: np.ndarray, sticks: pd.DataFrame, max_params: float) -> dict:
                 point=point_verdict(float(np.mean(accs)), float(best["acc"])))
 
 
+def check_unique(sweep: pd.DataFrame) -> None:
+    """Refuse a sweep that holds one network twice (the same kind, condition, widths and seed): it would count
+    twice and narrow every interval."""
+    rows = sweep[sweep["kind"].isin(["planting", "student", "matched"])]
+    keys = rows[["kind", "condition", "seed"]].assign(widths=rows["widths"].where(rows["kind"] != "planting", ""))
+    twice = keys[keys.duplicated()]
+    if len(twice):
+        first = twice.iloc[0]
+        raise PlantingError(f"sweep.csv holds {len(twice)} network(s) twice, e.g. {first['kind']} {first['condition']} "
+                            f"seed {first['seed']}: remove the duplicate rows before computing verdicts")
+
+
 def conditions_table(sweep: pd.DataFrame, classes: int = 10) -> pd.DataFrame:
     """conditions.csv from sweep.csv alone: per condition, the planted networks' mean size, accuracy and compute
     over its non-collapsed seeds, and against each yardstick (the best student within 1x and 2x that size, and
     the best compute-matched student within 1x and 2x) the difference with its interval and the verdicts."""
+    check_unique(sweep)
     students = sweep[sweep["kind"] == "student"]
-    initial_epochs = run_epochs(students.iloc[0], 0) if len(students) else 0  # trained like a student
+    # the initial network is trained like a student; with no student row its epochs are unknown (NaN, not 0)
+    initial_epochs = run_epochs(students.iloc[0], 0) if len(students) else float("nan")
     sticks = {"": yardsticks(sweep, "student", classes), "matched_": yardsticks(sweep, "matched", classes)}
     rows = []
     planted = sweep[sweep["kind"] == "planting"]
     for name, runs in planted.groupby("condition", sort=False):
         bad = collapsed(runs, classes)
         ok = runs[~bad]
+        if ok.empty:  # every seed collapsed: no planted network to judge
+            rows.append(dict(condition=name, seeds=0, collapsed=int(bad.sum()), **{
+                c: "every seed collapsed" for c in CONDITION_COLUMNS if c.startswith(("verdict", "point_verdict"))}))
+            continue
         params, accs = float(ok["params"].mean()), ok["test_acc"].to_numpy()
         row = dict(condition=name, seeds=len(ok), collapsed=int(bad.sum()), planted_params_mean=round(params, 1),
                    planted_acc_mean=float(accs.mean()) if len(accs) else float("nan"),
@@ -269,9 +288,9 @@ def conditions_view(table: pd.DataFrame, matched: bool = False) -> pd.DataFrame:
     network it is, the difference in points with its 95% interval, and the verdict (the old one in brackets
     where it differs)."""
     view = {"seeds": table["seeds"].astype(int),
-            "params (mean)": table["planted_params_mean"].round().astype(int),
+            "params (mean)": table["planted_params_mean"].round().astype("Int64"),  # <NA>: every seed collapsed
             "test acc (%)": [mean_std_text(m, s) for m, s in zip(table["planted_acc_mean"], table["planted_acc_std"])],
-            "epochs": table["compute_epochs"].round().astype(int),
+            "epochs": table["compute_epochs"].round().astype("Int64"),
             "minutes": table["compute_minutes"].round(1)}
     prefix = "matched_" if matched else ""
     for f, words in (("1x", "≤ 1x"), ("2x", "≤ 2x")):
