@@ -1,4 +1,4 @@
-"""More seeds for the study's verdicts (issue 29): students and named conditions grown for extra seeds, resumably.
+"""More seeds for the study's verdicts (its protocol's amendment of 2026-12-02): students and named conditions grown for extra seeds, resumably.
 
     python -m tools.verdict_runs --regime 5k --seeds 3-9 --out results/verdict/fashion-mnist-5k
     python -m tools.verdict_runs --regime 5k --seeds 0-2 --matched --out results/verdict/fashion-mnist-5k

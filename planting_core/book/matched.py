@@ -1,4 +1,4 @@
-"""Compute-matched students: a fixed-width network given the compute of a planting search (issue 29's baseline).
+"""Compute-matched students: a fixed-width network given the compute of a planting search (a baseline of the study).
 
 A planting search with fine-tuned old channels (`finetune-old`) trains its initial network once (`epochs`), then
 per round several candidates (`plant_epochs` each, every weight training, each from the current network, with its
