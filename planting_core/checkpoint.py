@@ -167,9 +167,10 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, **meta: Any) -> Pa
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu",
-                    template: torch.nn.Module | None = None) -> torch.nn.Module:
+                    template: torch.nn.Module | Callable[[], torch.nn.Module] | None = None) -> torch.nn.Module:
     """Rebuild the network saved by save_checkpoint; its metadata is in `model.meta`. A network other than the
-    book's kinds is rebuilt from `template` (an instance of its class, at any widths), resized to the saved ones."""
+    book's kinds is rebuilt from `template` (an instance of its class, at any widths, or a function that makes
+    one: called only for such a network), resized to the saved ones."""
     obj = safe_load(path)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
@@ -178,6 +179,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu",
     if "sizes" in obj and template is None:
         raise CheckpointError(f"{path}: holds a grown {obj.get('class', 'network')}; pass template= an instance of "
                               f"that class (any widths) to load it")
+    if "sizes" in obj and not isinstance(template, torch.nn.Module):
+        template = template()  # built only now that it is needed
     try:
         model = network_from_record(obj, template)
     except CheckpointError as err:

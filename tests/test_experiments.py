@@ -30,3 +30,18 @@ def test_claims_compare_with_the_best_student_within_twice_the_size_and_the_teac
     assert pb.claims(students(), 0.855, 60_000, teacher(0.858))["teacher_target"] == "missed"  # over 20%
     none = pb.claims(students(), 0.9, 5_000, teacher(0.9))
     assert none["size_target"] == "not tested" and math.isnan(none["near_gap"])
+
+
+def test_loading_a_saved_network_does_not_build_its_start_again(data, tmp_path):
+    """start() (e.g. pruning's costly path) is called to train, or to rebuild a network of the user's class: never
+    to load a network that rebuilds from its own checkpoint."""
+    calls = []
+
+    def start() -> pc.PlainCNN:
+        calls.append(1)
+        return pc.PlainCNN([4] * 5, **data.model_kwargs())
+    cfg = pc.TrainConfig(epochs=1, batch_size=32, progress=False)
+    pb.load_or_train(tmp_path / "net.pt", None, data, cfg, start=start)
+    assert calls == [1]
+    again = pb.load_or_train(tmp_path / "net.pt", None, data, cfg, start=start)
+    assert calls == [1] and again.widths == [4] * 5

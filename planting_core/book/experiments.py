@@ -51,7 +51,7 @@ def load_or_train(path: str | Path, widths: list[int] | None, data: Data, cfg: T
               "teacher": None if teacher is None else fingerprint(teacher), **(origin or {}),
               **({"penalty": repr(penalty)} if penalty is not None else {})}
     if path.exists():  # a network of the user's own class is rebuilt from the one start() makes
-        net = load_checkpoint(path, device=dev, template=None if start is None else start())
+        net = load_checkpoint(path, device=dev, template=start)  # start() only for a network of the user's class
         _refuse_if_changed(path, net.meta.get("settings", {}), wanted)
         return net
     if RunFolder.is_left_out(path) and distributed.is_main():
