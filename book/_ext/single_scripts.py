@@ -4,10 +4,10 @@ from __future__ import annotations
 
 
 def dedupe(app, pagename, templatename, context, doctree) -> None:
-    """Keep the first of any scripts with the same file and body."""
+    """Keep the first of any scripts with the same file and body (an inline script's file is None or "")."""
     seen, kept = set(), []
     for script in context.get("script_files", []):
-        key = (str(script), getattr(script, "attributes", {}).get("body", ""))
+        key = (getattr(script, "filename", None) or "", getattr(script, "attributes", {}).get("body", ""))
         if key not in seen:
             seen.add(key)
             kept.append(script)
