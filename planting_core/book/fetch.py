@@ -17,15 +17,18 @@ from typing import Any, Mapping
 from tqdm.auto import tqdm
 
 from ..checkpoint import atomic_write, write_json
+from .. import records
 from ..errors import PlantingError
 from .runfolder import RunFolder
 
 FORMAT = "planting-book-checkpoints/1"
 MANIFEST = "checkpoints.json"
-# parameters that do not change what is learnt: they need not agree between the publisher and the user
-NOT_LEARNING = {"data_root", "device", "out_dir", "checkpoint_url", "progress", "quick", "conditions",
-                "eval_batch_size", "eval_each_epoch", "cache_frozen", "cache_bytes", "fused", "cuda_graph",
-                "candidate_threads"}
+# parameters that do not change what is learnt: they need not agree between the publisher and the user (the
+# library's such fields come from records.py, their one home; the rest are the book's: where things are, which
+# conditions or extra tables a notebook shows)
+NOT_LEARNING = records.TRAIN_SPEED | records.TRAIN_NOT_LEARNING | records.GROW_SPEED | {
+    "data_root", "device", "out_dir", "checkpoint_url", "quick", "conditions", "verdict_dir", "resampled_dir",
+    "tune_lr", "tune_epochs"}
 # what every checkpoint of a run depends on (its data split, teacher and initial networks): these must agree
 # before anything is fetched; the rest (planting settings, ...) is checked per network by load-or-train
 RUN_KEYS = ("dataset", "subset", "val_size", "image_size", "skip_bad_images", "seed", "teacher_width",
