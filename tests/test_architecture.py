@@ -191,3 +191,18 @@ def test_the_package_metadata_has_one_version_a_license_file_and_its_citation():
     assert "Channel Planting for Deep Neural Networks" in (ROOT / "CITATION.cff").read_text()
     readme = (ROOT / "README.md").read_text()
     assert readme.index("## Install") < readme.index("## Quickstart") < readme.index("## Build the book")
+
+
+def test_no_code_reaches_a_name_the_library_does_not_export():
+    """pc.<name> for a name pc does not export fails at run time (pc forwards nothing): the package, tools, tests
+    and notebooks use pb.<name> for the apparatus and pc.<module>.<name> for the rest."""
+    import json
+    import types
+    allowed = set(pc.__all__) | {n for n, v in vars(pc).items() if isinstance(v, types.ModuleType)} | {
+        "__all__", "__version__", "book", "speed"}
+    texts = {p: p.read_text() for d in ("planting_core", "tools", "tests") for p in (ROOT / d).rglob("*.py")}
+    texts.update({p: "\n".join("".join(c["source"]) for c in json.loads(p.read_text())["cells"])
+                  for p in (ROOT / "notebooks").glob("*.ipynb")})
+    bad = {str(p.relative_to(ROOT)): sorted(names) for p, t in texts.items()
+           if (names := {n for n in re.findall(r"\bpc\.([A-Za-z_]\w*)", t) if n not in allowed})}
+    assert not bad, bad

@@ -180,11 +180,11 @@ def fit_throughput(data: pc.Data, width: int, images: int, cuda_graph: str = "of
 def graph_throughput(data: pc.Data, width: int, steps: int) -> float:
     """Images per second of fit's training step (forward, backward, SGD) captured once in a CUDA graph and
     replayed with nothing else around it (no schedule, progress or epoch bookkeeping): the launch-free bound."""
-    net = pc.to_device(pc.PlainCNN([width] * 5, **data.model_kwargs()), data.train.x.device)
+    net = pc.device.to_device(pc.PlainCNN([width] * 5, **data.model_kwargs()), data.train.x.device)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
 
     def loss_of(inputs, y, t):
-        with pc.autocast(y.device, cache=False):
+        with pc.device.autocast(y.device, cache=False):
             loss = F.cross_entropy(net(*inputs).float(), y)
         return loss, loss
     step = StaticStep(loss_of, list(net.parameters()), optimizer_momenta(opt), 0.9, 5e-4,
@@ -281,7 +281,7 @@ def batch_indices(b: Setup) -> list[torch.Tensor]:
 
 def bench_kd_step(b: Setup) -> None:
     """(b) KD step: cached teacher logits vs a live teacher forward."""
-    student = pc.to_device(b.student(), b.dev)
+    student = pc.device.to_device(b.student(), b.dev)
     opt = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9)
     idx = batch_indices(b)
 
@@ -374,7 +374,7 @@ def bench_together(b: Setup) -> float:
     together = {"fused": line("f", best["fused"], best["one at a time"], "s", "one planting round, candidates fused "
                               "(one batched computation) vs one at a time", higher_is_better=False)}
     if b.dev.type == "cpu":
-        at_once = min(pc.parallel.candidate_threads(None, b.dev), 5)
+        at_once = min(pc.speed.parallel.candidate_threads(None, b.dev), 5)
         together["concurrent"] = line("f-threads", best["concurrent"], best["one at a time"], "s", f"one planting "
                                       f"round, candidates {at_once} at once (one thread each) vs one at a time",
                                       higher_is_better=False)
@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> None:
           f"threads {torch.get_num_threads()}, device {b.dev}; Fashion-MNIST train {len(b.data.train)}, "
           f"val {len(b.data.val)}; teacher [{a.teacher_width}]*5, student [{a.student_width}]*5, {CHANNELS} channels "
           f"per step, {a.epochs} epoch(s) per candidate", flush=True)
-    root = pc.default_root()
+    root = pc.data.default_root()
     b.tv_train, b.tv_val = torchvision_split(b.data, "train", root), torchvision_split(b.data, "val", root)
     b.targets = pc.teacher_logits(b.teacher, b.data.train.x)
     bench_data_path(b)
