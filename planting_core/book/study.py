@@ -282,7 +282,7 @@ def interval_text(diff: float, lo: float, hi: float) -> str:
     return f"{100 * diff:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]"
 
 
-def conditions_view(table: pd.DataFrame, matched: bool = False) -> pd.DataFrame:
+def conditions_view(table: pd.DataFrame, matched: bool = False, factors: tuple[str, ...] = ("1x", "2x")) -> pd.DataFrame:
     """conditions.csv for reading: one row per condition, accuracy in % (mean ± std over seeds), compute, and
     per yardstick (within 1x and 2x the planted size; `matched`: the compute-matched students instead) which
     network it is, the difference in points with its 95% interval, and the verdict (the old one in brackets
@@ -293,7 +293,7 @@ def conditions_view(table: pd.DataFrame, matched: bool = False) -> pd.DataFrame:
             "epochs": table["compute_epochs"].round().astype("Int64"),
             "minutes": table["compute_minutes"].round(1)}
     prefix = "matched_" if matched else ""
-    for f, words in (("1x", "≤ 1x"), ("2x", "≤ 2x")):
+    for f, words in ((f, f"≤ {f}") for f in factors):  # e.g. ("2x",): one yardstick only, a narrower table
         tag = f"{prefix}{f}"
         view[f"yardstick {words}"] = [n if e != e else f"{n}, {e:.0f} epochs" for n, e in
                                       zip(table[f"yardstick_{tag}"], table[f"yardstick_{tag}_epochs"])]
