@@ -50,8 +50,8 @@ BOOK_RUNS: dict[str, tuple[str, str, dict, list[str] | None]] = {
                                                      "sparsity": [1e-3], "study_rounds": 50,
                                                      "conditions": ["paper", "finetune-old", "lr-0.1"]},
                            ["01", "02", "03", "04", "06", "07", "08", "09", "10"]),
-    # 1,000 training images (500 for validation, as on 5,000): chapters 1-3 and the study (paper, finetune-old),
-    # capped at the study's 50 rounds; students up to [64]
+    # 1,000 training images (500 for validation, as on 5,000): chapters 1-3 and the study (paper, finetune-old,
+    # train-head, stop-split), capped at the study's 50 rounds; students up to [64]
     "fashion-mnist-1k": ("fashion-mnist", "full", {"subset": 1000, "val_size": 500, "seeds": [0, 1, 2],
                                                    "student_widths": [8, 16, 32, 64], "max_rounds": 50,
                                                    "conditions": ["paper", "finetune-old", "train-head", "stop-split"],
