@@ -76,7 +76,7 @@ def test_study_notebook_writes_sweep_and_verdicts(smoke, tmp_path):
     run_batch("fashion-mnist", "smoke", {"conditions": conditions, "seeds": [0, 1]}, out=out, only=["06"])
     sweep, table = pd.read_csv(out / "sweep.csv"), pd.read_csv(out / "conditions.csv")
     assert list(table.columns) == pb.study.CONDITION_COLUMNS
-    assert list(table["condition"]) == conditions and (table["seeds"] == 2).all()
+    assert list(table["condition"]) == conditions and (table["seeds"] + table["collapsed"] == 2).all()
     teacher = pc.load_checkpoint(pb.RunFolder(out).study_teacher("teacher-aug"))  # the condition's own teacher
     assert teacher.meta["settings"]["augment"] is True
     grown = pc.load_checkpoint(pb.RunFolder.planted(pb.RunFolder(out).study("teacher-aug", 0)))

@@ -98,12 +98,12 @@ def test_test_labels_mean_the_training_classes(tmp_path):
 
 # ---------------------------------------------------------------- 2: non-finite validation results
 def test_a_nan_validation_loss_is_never_selected(data, teacher, initial, monkeypatch):
-    real = pc.search.CandidateTrainer.validate
+    real = pc.policies.Validation.__call__  # the paper's validation policy
 
     def validate(self, net):  # conv2's candidate validates to NaN every round
         val = real(self, net)
         return {**val, "loss": float("nan")} if getattr(net, "planted_layer", None) == 1 else val
-    monkeypatch.setattr(pc.search.CandidateTrainer, "validate", validate)
+    monkeypatch.setattr(pc.policies.Validation, "__call__", validate)
     result = pc.grow(initial, teacher, data, small_cfg(max_rounds=2, stop="fixed-rounds"), progress=False)
     h = result.history
     assert (h.loc[h["layer"] == 1, "status"] == "diverged").all() and not h.loc[h["layer"] == 1, "chosen"].any()
@@ -114,8 +114,8 @@ def test_a_nan_validation_loss_is_never_selected(data, teacher, initial, monkeyp
 
 
 def test_when_every_candidate_diverges_the_message_names_the_learning_rate(data, teacher, initial, monkeypatch):
-    real = pc.search.CandidateTrainer.validate
-    monkeypatch.setattr(pc.search.CandidateTrainer, "validate", lambda self, net: {"loss": float("inf"), "acc": 0.0,
+    real = pc.policies.Validation.__call__
+    monkeypatch.setattr(pc.policies.Validation, "__call__", lambda self, net: {"loss": float("inf"), "acc": 0.0,
                         "kd": float("inf")} if getattr(net, "planted_layer", None) is not None else real(self, net))
     result = pc.grow(initial, teacher, data, small_cfg(), progress=False)
     assert "every candidate of round 1 diverged" in result.stop_reason
@@ -173,7 +173,7 @@ def test_a_second_job_on_a_locked_folder_ends_at_once_naming_the_holder(tmp_path
 
 
 def test_a_lock_left_by_a_killed_job_does_not_block(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, planting_core as pc\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys\nfrom planting_core import book as pb\n"
                                f"with pb.RunFolder({str(tmp_path)!r}).lock():\n"
                                "    print('locked', flush=True); sys.stdin.read()"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
