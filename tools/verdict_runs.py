@@ -13,9 +13,9 @@ book run's). Each network is load-or-train and each planting run resumes from it
 command after an interruption. Progress is one line per finished network, with its seconds.
 
 Each mode writes its networks' rows (sweep.csv form) into --out/sweep.csv (with --resample: each data-seed<s>/
-sweep.csv, so that several processes can grow different seeds at once), replacing its own kinds: the study
-notebook (06) reads them from there (parameters verdict_dir and resampled_dir), so its tables do not need these
-networks' checkpoints.
+sweep.csv, so that several processes can grow different seeds at once), replacing only the rows of the same
+networks (kind, condition, widths, seed): the study notebook (06) reads them from there (parameters verdict_dir and
+resampled_dir), so its tables do not need these networks' checkpoints.
 """
 from __future__ import annotations
 

@@ -257,7 +257,7 @@ def conditions_table(sweep: pd.DataFrame, classes: int = 10) -> pd.DataFrame:
             continue
         params, accs = float(ok["params"].mean()), ok["test_acc"].to_numpy()
         row = dict(condition=name, seeds=len(ok), collapsed=int(bad.sum()), planted_params_mean=round(params, 1),
-                   planted_acc_mean=float(accs.mean()) if len(accs) else float("nan"),
+                   planted_acc_mean=float(accs.mean()),
                    planted_acc_std=float(ok["test_acc"].std()),
                    compute_epochs=float(np.mean([run_epochs(r, initial_epochs) for _, r in ok.iterrows()])),
                    compute_minutes=float(ok["seconds"].mean() / 60))  # wall time of the search, this machine
