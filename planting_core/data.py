@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -17,6 +18,7 @@ from .hashing import tensor_digest
 from .imagefolder import load_image_folder
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+DOWNLOAD_TIMEOUT_S = 60  # seconds a dataset download may wait for one answer from its server
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
@@ -49,6 +51,7 @@ class Data:
     layout: str  # the paper's layout for this image size: "cifar" up to 64 px, else "stl"
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
+    images: str = ""  # digest of the pixels read (every train and test image, uint8): which images, not just how many
 
     def model_kwargs(self) -> dict:
         """Keyword arguments for PlainCNN that fit this data."""
@@ -87,16 +90,21 @@ def _no_data(name: str, root: Path, err: Exception | None, hint: str = "") -> Da
 
 
 def _torchvision(name: str, make: Callable[[bool], object], root: Path, download: bool, hint: str = ""):
-    """Build a torchvision dataset from disk, downloading only if allowed and needed."""
+    """Build a torchvision dataset from disk, downloading only if allowed and needed (each read of the download
+    waits at most DOWNLOAD_TIMEOUT_S: torchvision sets none, so a server that never answers would hang the job)."""
     try:
         return make(False)
     except RuntimeError as first:
         if not download:
             raise _no_data(name, root, first, hint) from None
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torchvision's urlopen takes the default
     try:
         return make(True)
-    except Exception as err:  # URLError, RuntimeError, OSError: all mean "not here and not fetchable"
+    except Exception as err:  # URLError, RuntimeError, OSError, a timeout: all mean "not here and not fetchable"
         raise _no_data(name, root, err, hint) from None
+    finally:
+        socket.setdefaulttimeout(before)
 
 
 def _cifar(cls_name: str, classes: int) -> RawLoader:
@@ -258,8 +266,9 @@ def load_data(name: str = "fashion-mnist", root: str | Path | None = None, subse
 
     side = x_tr.shape[-1]
     test_idx = torch.arange(len(y_te))
+    pixels = tensor_digest({"train": x_tr, "test": x_te})  # (N, C, H, W) uint8 each
     return Data(key, to_split(x_tr, y_tr, train_idx), to_split(x_tr, y_tr, val_idx), to_split(x_te, y_te, test_idx),
-                classes, x_tr.shape[1], side, "cifar" if side <= 64 else "stl", mean.tolist(), std.tolist())
+                classes, x_tr.shape[1], side, "cifar" if side <= 64 else "stl", mean.tolist(), std.tolist(), pixels)
 
 
 def batches(n: int, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,

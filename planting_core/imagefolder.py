@@ -2,13 +2,17 @@
 
 Either layout gives labels by class-folder name in sorted order, so a test label always means the same class as
 a training label; anything ambiguous (train/ without test/, different class lists, unreadable files) is refused
-with a message that names the folder or file.
+with a message that names the folder or file. Images keep their dynamic range: 16-bit and 32-bit integer images
+are scaled by their bit depth and float images from [0, 1] (else from their own min..max) to 8 bits, never
+clipped. Symbolic links are followed, but a folder or image reached twice (a link loop, or a link to another class
+or split) is refused, so no image is counted twice or crosses from test to training.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .errors import DataNotFoundError, PlantingError
@@ -36,24 +40,67 @@ def class_names(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 
 
-def read_images(folder: Path, classes: list[str], image_size: int,
-                skip_bad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images uint8 (N, 3, S, S) resized to S = image_size, and labels int64 (N,) by position in `classes`."""
+def image_files(folder: Path, classes: list[str], seen: dict[str, Path]) -> list[tuple[Path, int]]:
+    """(image path, label) for every image under folder/<class>/, in sorted order, walking links but refusing
+    anything reached twice (a link loop, or a linked copy of another class or split); `seen` maps the real path of
+    every folder and image read so far (over all splits) to the path it was reached by."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+    samples = []
+
+    def visit(path: Path) -> None:
+        real = os.path.realpath(path)
+        if real in seen:
+            raise PlantingError(f"imagefolder: {path} is {seen[real]} again (through a symbolic link); an image "
+                                f"must be reachable once, or it is counted twice or crosses between splits: remove "
+                                f"the link")
+        seen[real] = path
+
+    for label, name in enumerate(classes):
+        for top, dirs, files in os.walk(folder / name, followlinks=True):
+            visit(Path(top))
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for f in sorted(files):
+                if f.lower().endswith(IMG_EXTENSIONS):
+                    visit(Path(top) / f)
+                    samples.append((Path(top) / f, label))
+    return samples
+
+
+def to_rgb8(img) -> "Image.Image":
+    """A PIL image as 8-bit RGB with its contrast kept: 16/32-bit integers scaled by their range, floats from
+    [0, 1] (or, outside it, from the image's own min..max), everything else by PIL's convert."""
+    from PIL import Image
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        a = np.nan_to_num(np.asarray(img).astype(np.float64))  # (H, W)
+        low, high = a.min(), a.max()
+        if img.mode.startswith("I;16") or (img.mode == "I" and low >= 0 and 255 < high <= 65535):
+            a = a / 65535
+        elif img.mode == "I" and low >= 0 and high <= 255:
+            a = a / 255
+        elif low < 0 or high > 1:  # a float (or wider integer) image outside [0, 1]: stretch its own range
+            a = (a - low) / max(high - low, 1e-12)
+        img = Image.fromarray(np.rint(a * 255).clip(0, 255).astype(np.uint8))
+    return img.convert("RGB")
+
+
+def read_images(folder: Path, classes: list[str], image_size: int, skip_bad: bool = False,
+                seen: dict[str, Path] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images uint8 (N, 3, S, S) resized to S = image_size, and labels int64 (N,) by position in `classes`
+    (`seen`: the real paths already read, shared between the splits of one data root)."""
     from PIL import Image
     from torchvision import transforms
-    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
-    try:
-        samples = make_dataset(str(folder), {c: i for i, c in enumerate(classes)}, IMG_EXTENSIONS)
-    except FileNotFoundError as err:  # a class folder without image files
-        raise PlantingError(f"imagefolder {folder}: no images found ({str(err).splitlines()[0]}); every class "
-                            f"folder needs at least one image") from None
+    samples = image_files(folder, classes, {} if seen is None else seen)
+    empty = [c for i, c in enumerate(classes) if all(label != i for _, label in samples)]
+    if empty:
+        raise PlantingError(f"imagefolder {folder}: no images found in class folder(s) {empty}; every class "
+                            f"folder needs at least one image")
     to_tensor = transforms.Compose([transforms.Resize((image_size, image_size)), transforms.PILToTensor()])
     images, labels, bad = [], [], []
     for path, label in samples:
         try:
             with Image.open(path) as img:
-                images.append(to_tensor(img.convert("RGB")))  # (3, S, S) uint8
+                images.append(to_tensor(to_rgb8(img)))  # (3, S, S) uint8
         except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, ... for broken files
             if not skip_bad:
                 raise PlantingError(f"imagefolder: cannot read {path} ({type(err).__name__}: {err}); replace or "
@@ -89,8 +136,9 @@ def load_image_folder(root: Path, image_size: int, seed: int, skip_bad: bool = F
         raise PlantingError(f"imagefolder {root}: found {len(classes)} class folder(s) {classes}; classification "
                             f"needs at least 2 sub-folders, one per class")
     if split:
-        x_tr, y_tr = read_images(root / "train", classes, image_size, skip_bad)
-        x_te, y_te = read_images(root / "test", classes, image_size, skip_bad)
+        seen: dict[str, Path] = {}  # one record over both splits: no image may be in both
+        x_tr, y_tr = read_images(root / "train", classes, image_size, skip_bad, seen)
+        x_te, y_te = read_images(root / "test", classes, image_size, skip_bad, seen)
         return x_tr, y_tr, x_te, y_te, len(classes)
     x, y = read_images(root, classes, image_size, skip_bad)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(10_000 + seed))

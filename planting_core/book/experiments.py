@@ -34,6 +34,16 @@ def _refuse_if_changed(path: Path, saved: dict, wanted: dict, what: str = "train
                             f"or delete {path} to make it again")
 
 
+def _refuse_other_images(path: Path, saved: dict, data: Data) -> None:
+    """A saved result made from other pixels (same names and counts, other image files) is never reused: a run
+    folder of one dataset must not answer for another. Results saved before this was recorded are not checked."""
+    there = saved.get("images", "")
+    if there and data.images and there != data.images:
+        raise PlantingError(f"{path} was made from other images than the ones loaded now (pixel digest {there} "
+                            f"there, {data.images} now: another dataset or data_root with the same layout); use "
+                            f"another run folder (--out) for this data, or delete {path} to make it again")
+
+
 def load_or_train(path: str | Path, widths: list[int] | None, data: Data, cfg: TrainConfig,
                   teacher: PlainCNN | None = None, seed: int = 0, desc: str = "train",
                   start: Callable[[], PlainCNN] | None = None, origin: dict | None = None,
@@ -52,6 +62,7 @@ def load_or_train(path: str | Path, widths: list[int] | None, data: Data, cfg: T
               **({"penalty": repr(penalty)} if penalty is not None else {})}
     if path.exists():  # a network of the user's own class is rebuilt from the one start() makes
         net = load_checkpoint(path, device=dev, template=start)  # start() only for a network of the user's class
+        _refuse_other_images(path, net.meta.get("settings", {}), data)
         _refuse_if_changed(path, net.meta.get("settings", {}), wanted)
         return net
     if RunFolder.is_left_out(path) and distributed.is_main():
@@ -66,7 +77,8 @@ def load_or_train(path: str | Path, widths: list[int] | None, data: Data, cfg: T
     hist = fit(net, data, cfg, teacher=teacher, checkpoint=state, desc=desc, data_parallel=True, penalty=penalty)
     test = evaluate(net, data.test, cfg.eval_batch_size)
     save_checkpoint(net, path, widths=list(getattr(net, "widths", None) or widths or []), loss_fn=cfg.loss, seed=seed, epochs=cfg.epochs,
-                    test_loss=test["loss"], test_acc=test["acc"], history=hist, settings=wanted, **meta)
+                    test_loss=test["loss"], test_acc=test["acc"], history=hist,
+                    settings={**wanted, "images": data.images}, **meta)
     distributed.barrier()  # under torchrun: rank 0 has written it; every process loads the same file
     if distributed.is_main():
         state.unlink(missing_ok=True)
@@ -112,6 +124,7 @@ def plant_and_save(initial: torch.nn.Module, teacher: PlainCNN, data: Data, cfg:
     path, history = RunFolder.planted(out_dir), RunFolder.history(out_dir)
     if path.exists() and history.exists():
         saved = load_checkpoint(path, device=data.train.x.device, template=initial)
+        _refuse_other_images(out_dir, saved.meta.get("settings", {}), data)
         # a later field is absent from runs saved at its default: compare with the default filled in on both sides
         _refuse_if_changed(out_dir, with_later_defaults(saved.meta.get("settings", {})), with_later_defaults(wanted),
                            what="grown")
@@ -127,7 +140,8 @@ def plant_and_save(initial: torch.nn.Module, teacher: PlainCNN, data: Data, cfg:
     result = grow(initial, teacher, data, cfg, out_dir=out_dir, progress=progress)
     kept = result.chosen().iloc[-1]  # grow measured the kept network on the test split already
     save_checkpoint(result.model, path, test_loss=float(kept["test_loss"]), test_acc=float(kept["test_acc"]),
-                    stop_reason=result.stop_reason, max_rounds=cfg.max_rounds, settings=wanted)
+                    stop_reason=result.stop_reason, max_rounds=cfg.max_rounds,
+                    settings={**wanted, "images": data.images})
     distributed.barrier()  # under torchrun: no process goes on before rank 0 has written the run
     return result
 

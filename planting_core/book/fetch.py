@@ -4,19 +4,27 @@ parameters they were made with), and fetching the missing ones from a web addres
 A run folder published at URL (e.g. a repository's raw files) holds URL/checkpoints.json; fetch_checkpoints
 downloads what the local run folder lacks, so that load-or-train loads instead of training. Offline, or where
 a file cannot be fetched or does not match its SHA-256, it says so in one line and that network is trained here.
+
+Every download is bounded: streamed to a temporary file beside its target (renamed only once its SHA-256 matches),
+at most the size the manifest gives (or MAX_FILE_BYTES where it gives none; the manifest itself MAX_MANIFEST_BYTES),
+within DEADLINE_S in all, whatever the server sends. It uses urllib from the standard library rather than
+requests: a published run is a handful of static files, and `read1` gives the chunk-by-chunk reads the limits need.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from tqdm.auto import tqdm
 
-from ..checkpoint import atomic_write, write_json
+from ..checkpoint import write_json
 from .. import records
 from ..errors import PlantingError
 from .runfolder import RunFolder
@@ -33,7 +41,16 @@ NOT_LEARNING = records.TRAIN_SPEED | records.TRAIN_NOT_LEARNING | records.GROW_S
 # before anything is fetched; the rest (planting settings, ...) is checked per network by load-or-train
 RUN_KEYS = ("dataset", "subset", "val_size", "image_size", "skip_bad_images", "seed", "teacher_width",
             "teacher_epochs", "widths", "epochs", "batch_size", "lr", "augment")
-TIMEOUT_S = 20
+TIMEOUT_S = 20  # seconds one read may wait for the server
+DEADLINE_S = 900  # seconds one file may take in all: a server that sends a byte at a time is stopped here
+MAX_MANIFEST_BYTES = 16 * 2**20
+MAX_FILE_BYTES = 2**30  # for a file whose size the manifest does not give (manifests written before it did)
+CHUNK_BYTES = 2**16
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+class DownloadStopped(Exception):
+    """A download ended before its end: over its size limit or past its deadline (the message says which)."""
 
 
 def sha256(data: bytes) -> str:
@@ -56,17 +73,73 @@ def published_files(root: str | Path) -> list[str]:
 def write_manifest(root: str | Path, params: Mapping[str, Any]) -> Path:
     """Write root/checkpoints.json: the SHA-256 of every published file and the parameters of the run."""
     root = Path(root)
-    files = {rel: sha256((root / rel).read_bytes()) for rel in published_files(root)}
+    rels = published_files(root)
+    files = {rel: sha256((root / rel).read_bytes()) for rel in rels}
+    sizes = {rel: (root / rel).stat().st_size for rel in rels}
     learning = {k: v for k, v in params.items() if k not in NOT_LEARNING}
-    return write_json({"format": FORMAT, "params": learning, "files": files}, root / MANIFEST)
+    return write_json({"format": FORMAT, "params": learning, "files": files, "sizes": sizes}, root / MANIFEST)
 
 
-def read_url(url: str) -> bytes:
-    """The bytes at `url` (http, https or file), or an OSError/URLError saying why not."""
+def stream_url(url: str, sink: Callable[[bytes], object], max_bytes: int) -> None:
+    """Pass the body at `url` (http, https or file) to `sink` chunk by chunk; DownloadStopped past `max_bytes` or
+    DEADLINE_S, an OSError/URLError where it cannot be read."""
     if not url.startswith(("http://", "https://", "file://")):
         raise PlantingError(f"checkpoint address {url!r} must start with http://, https:// or file://")
+    start, received = time.monotonic(), 0
     with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-        return response.read()
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise DownloadStopped(f"the server announces {int(declared):,} bytes, more than the {max_bytes:,} "
+                                  f"expected")
+        while chunk := response.read1(CHUNK_BYTES):  # returns what one read gives: a slow server cannot stall it
+            received += len(chunk)
+            if received > max_bytes:
+                raise DownloadStopped(f"more than the {max_bytes:,} bytes expected: stopped there")
+            if time.monotonic() - start > DEADLINE_S:
+                raise DownloadStopped(f"not complete after {DEADLINE_S} s ({received:,} bytes): stopped")
+            sink(chunk)
+
+
+def read_url(url: str, max_bytes: int | None = None) -> bytes:
+    """The bytes at `url`, at most `max_bytes` (default MAX_MANIFEST_BYTES) of them (see stream_url)."""
+    body = bytearray()
+    stream_url(url, body.extend, MAX_MANIFEST_BYTES if max_bytes is None else max_bytes)
+    return bytes(body)
+
+
+def download(url: str, path: Path, digest: str, max_bytes: int) -> bool:
+    """Stream `url` into `path` (through a temporary file beside it); keep it only if its SHA-256 is `digest`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp, h = path.with_name(f".{path.name}.{os.getpid()}.download"), hashlib.sha256()
+    try:
+        with open(tmp, "wb") as out:
+            stream_url(url, lambda chunk: (h.update(chunk), out.write(chunk)), max_bytes)
+        if h.hexdigest() != digest:
+            return False
+        os.replace(tmp, path)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)  # left only by a failed or refused download
+
+
+def check_manifest(manifest: Any, where: str) -> None:
+    """Refuse, in one line, a manifest that is not {"format", "params", "files": {relative path: SHA-256}, "sizes"}
+    or that names a file outside the run folder."""
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise PlantingError(f"{where} is not a checkpoint manifest (format {got!r}, expected a JSON object with "
+                            f"format {FORMAT!r})")
+    files, sizes, params = manifest.get("files"), manifest.get("sizes", {}), manifest.get("params", {})
+    if not isinstance(params, dict):
+        raise PlantingError(f"{where}: 'params' must map each parameter's name to its value")
+    if not isinstance(files, dict) or not all(isinstance(d, str) and SHA256_HEX.fullmatch(d) for d in files.values()):
+        raise PlantingError(f"{where}: 'files' must map each file's path to its SHA-256 (64 hex digits), got "
+                            f"{type(files).__name__}")
+    if not isinstance(sizes, dict) or not all(type(n) is int and n >= 0 for n in sizes.values()):
+        raise PlantingError(f"{where}: 'sizes' must map each file's path to its size in bytes")
+    for rel in files:
+        if not rel or any(c in rel for c in "\0\n\r\\") or ".." in Path(rel).parts or Path(rel).is_absolute():
+            raise PlantingError(f"{where} names a file outside the run folder or with an unusable name: {rel!r}")
 
 
 def _why(err: Exception) -> str:
@@ -96,28 +169,23 @@ def fetch_checkpoints(folder: RunFolder | str | Path, url: str, params: Mapping[
     url = url.rstrip("/")
     try:
         manifest = json.loads(read_url(f"{url}/{MANIFEST}"))
-    except (OSError, urllib.error.URLError, ValueError) as err:
+    except (OSError, urllib.error.URLError, ValueError, DownloadStopped) as err:
         print(f"could not read {url}/{MANIFEST} ({_why(err)}): every missing network is trained here instead")
         return 0
-    if manifest.get("format") != FORMAT:
-        raise PlantingError(f"{url}/{MANIFEST} is not a checkpoint manifest (format {manifest.get('format')!r}, "
-                            f"expected {FORMAT!r})")
+    check_manifest(manifest, f"{url}/{MANIFEST}")
     if params is not None:
         check_params(manifest, params, url)
     missing = {rel: digest for rel, digest in manifest["files"].items() if not (root / rel).exists()}
     fetched = 0
     for rel, digest in tqdm(missing.items(), desc="fetching checkpoints", unit="file", disable=not progress):
-        if ".." in Path(rel).parts or Path(rel).is_absolute():
-            raise PlantingError(f"{url}/{MANIFEST} names a file outside the run folder: {rel!r}")
         try:
-            data = read_url(f"{url}/{rel}")
-        except (OSError, urllib.error.URLError) as err:
+            ok = download(f"{url}/{rel}", root / rel, digest, manifest.get("sizes", {}).get(rel, MAX_FILE_BYTES))
+        except (OSError, urllib.error.URLError, DownloadStopped) as err:
             print(f"could not fetch {rel} ({_why(err)}): it will be trained here")
             continue
-        if sha256(data) != digest:
+        if not ok:
             print(f"{rel} from {url} does not match its SHA-256 in the manifest: not used, it will be trained here")
             continue
-        atomic_write(root / rel, lambda tmp: tmp.write_bytes(data))
         fetched += 1
     print(f"{fetched} of {len(manifest['files'])} published files fetched from {url} "
           f"({len(manifest['files']) - len(missing)} were here already)")
