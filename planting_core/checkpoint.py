@@ -176,6 +176,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu",
         found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{path}: not a planting-book network checkpoint (expected format {FORMAT!r}, "
                               f"found {found!r})")
+    meta = obj.get("meta", {})
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: its metadata must be a mapping of names to values, got {type(meta).__name__}")
     if "sizes" in obj and template is None:
         raise CheckpointError(f"{path}: holds a grown {obj.get('class', 'network')}; pass template= an instance of "
                               f"that class (any widths) to load it")
@@ -188,6 +191,5 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu",
     except (KeyError, TypeError, RuntimeError, PlantingError) as err:
         raise CheckpointError(f"{path}: inconsistent checkpoint, its weights do not fit its architecture "
                               f"({type(err).__name__}: {str(err).splitlines()[0]})") from None
-    meta = obj.get("meta", {})
-    model.meta = dict(meta) if isinstance(meta, dict) else {}
+    model.meta = dict(meta)
     return model.to(device) if device is not None else model

@@ -274,6 +274,31 @@ def grow(initial: nn.Module, teacher: torch.nn.Module, data: Data, cfg: GrowConf
     return state.result()
 
 
+def state_inconsistency(state: object) -> str:
+    """Why a loaded grow_state.pt cannot be the one grow() saved (rounds that skip or run ahead, a round with two
+    winners, finished candidates of another round), or "" when it can be."""
+    if not isinstance(state, dict) or not isinstance(state.get("rows"), list) or not state["rows"]:
+        return "no history rows"
+    rnd, done = state.get("round"), state.get("done")
+    if type(rnd) is not int or rnd < 1 or not isinstance(done, dict):
+        return f"round {rnd!r}"
+    try:
+        rounds = [r["round"] for r in state["rows"]]
+        chosen = [r["round"] for r in state["rows"] if r["chosen"]]
+        pending = {d["row"]["round"] for d in done.values()}
+    except (KeyError, TypeError) as err:
+        return f"a history row lacks {err}"
+    # a run in progress has rows up to the round before `round`; one that stopped in a round also has its rows
+    ends = (rnd - 1, rnd) if state.get("stop_reason") else (rnd - 1,)
+    if not any(sorted(set(rounds)) == list(range(last + 1)) for last in ends):
+        return f"history rounds {sorted(set(rounds))} with the next round {rnd}"
+    if chosen != list(range(len(chosen))):
+        return f"kept networks of rounds {chosen}"
+    if pending - {rnd}:
+        return f"finished candidates of round {sorted(pending - {rnd})} during round {rnd}"
+    return ""
+
+
 class PlantingState:
     """Everything a planting run has done so far, saved after every candidate so that a rerun resumes exactly."""
 
@@ -299,6 +324,10 @@ class PlantingState:
 
     def _resume(self, cfg: GrowConfig) -> None:
         state = safe_load(self.path, "planting state")
+        why = state_inconsistency(state)
+        if why:
+            raise PlantingError(f"{self.path}: not a consistent planting state ({why}); it was damaged or edited: "
+                                f"delete {self.path.parent} to grow this run again")
         saved = dict(state.get("settings") or {})
         changed = sorted(k for k in set(saved) | set(self.settings)
                          if k != "max_rounds" and saved.get(k) != self.settings.get(k))

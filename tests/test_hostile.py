@@ -204,3 +204,43 @@ def test_a_malformed_manifest_is_one_line(tmp_path, manifest, says):
     with pytest.raises(pc.PlantingError, match=says):
         pc.book.fetch_checkpoints(tmp_path / "local", (tmp_path / "published").as_uri(), progress=False)
     assert not (tmp_path / "local").exists()
+
+
+def edited_checkpoint(path: Path, **fields) -> Path:
+    """A small real checkpoint with some of its top-level fields replaced."""
+    pc.save_checkpoint(pc.PlainCNN([4] * 5), path)
+    obj = torch.load(path, weights_only=True)
+    torch.save({**obj, **fields}, path)
+    return path
+
+
+@pytest.mark.parametrize("fields,says", [({"arch": [4, 4]}, "arch and state must be mappings"),
+                                         ({"meta": ["a", "list"]}, "metadata must be a mapping"),
+                                         ({"state": "weights"}, "arch and state must be mappings")])
+def test_a_checkpoint_of_the_wrong_shape_is_one_line(tmp_path, fields, says):
+    with pytest.raises(pc.CheckpointError, match=says):
+        pc.load_checkpoint(edited_checkpoint(tmp_path / "net.pt", **fields))
+
+
+@pytest.mark.parametrize("table,says", [
+    ("file,seconds\nteacher.pt,fast\n", "line 2: needs a file name"),
+    ("file\nteacher.pt\n", r"lacks the column\(s\) \['seconds'\]"),
+    ("file,seconds\nteacher.pt,-5\n", "seconds='-5'"),
+    ("file,seconds\n../../etc/passwd,5\n", "file='../../etc/passwd'"),
+    ("file,seconds\nteacher.pt,nan\n", "seconds='nan'"),
+])
+def test_a_malformed_left_out_table_is_one_line_not_counted(tmp_path, table, says):
+    (tmp_path / "left-out.csv").write_text(table)
+    with pytest.raises(pc.PlantingError, match=says):
+        pc.book.RunFolder(tmp_path).left_out()
+
+
+# ---------------------------------------------------------------- 5: checkpoints that force huge allocations
+def test_an_edited_round_count_in_a_planting_state_is_refused(data, teacher, initial, tmp_path):
+    from conftest import small_cfg
+    pc.grow(initial, teacher, data, small_cfg(max_rounds=1), out_dir=tmp_path, progress=False)
+    state = torch.load(tmp_path / "grow_state.pt", weights_only=True)
+    torch.save({**state, "round": 7, "stop_reason": ""}, tmp_path / "grow_state.pt")
+    with pytest.raises(pc.PlantingError, match=r"not a consistent planting state \(history rounds \[0, 1\] with "
+                                               r"the next round 7\)"):
+        pc.grow(initial, teacher, data, small_cfg(max_rounds=9), out_dir=tmp_path, progress=False)

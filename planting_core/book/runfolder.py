@@ -15,11 +15,13 @@
 from __future__ import annotations
 
 import csv
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ContextManager, Iterator
 
+from ..errors import PlantingError
 from .lock import folder_lock
 
 LEFT_OUT = "left-out.csv"
@@ -47,11 +49,27 @@ def read_left_out(table: Path) -> dict[str, float]:
 
 def left_out_rows(table: Path) -> dict[str, dict[str, str]]:
     """A left-out.csv's rows by file name: seconds, and the commit whose tree holds the original file ('' if none
-    does: it was never committed)."""
+    does: it was never committed). A table that is not this (a missing column, seconds that are not a count of
+    seconds, a name that is not a file in its own folder) is refused in one line naming the row."""
     if not table.exists():
         return {}
     with open(table, newline="") as f:
-        return {row["file"]: {"seconds": row["seconds"], "commit": row.get("commit") or ""} for row in csv.DictReader(f)}
+        reader = csv.DictReader(f)
+        lacks = sorted({"file", "seconds"} - set(reader.fieldnames or []))
+        if lacks:
+            raise PlantingError(f"{table}: lacks the column(s) {lacks}; it needs file, seconds and optionally commit")
+        rows = {}
+        for line, row in enumerate(reader, start=2):
+            name, seconds = row["file"] or "", row["seconds"] or ""
+            try:
+                ok = math.isfinite(float(seconds)) and float(seconds) >= 0
+            except ValueError:
+                ok = False
+            if not ok or not name or Path(name).name != name or name in (".", ".."):
+                raise PlantingError(f"{table}, line {line}: needs a file name in this folder and its training "
+                                    f"seconds (a number >= 0), got file={name!r}, seconds={seconds!r}")
+            rows[name] = {"seconds": seconds, "commit": row.get("commit") or ""}
+    return rows
 
 
 class RunFolder:
