@@ -244,3 +244,54 @@ def test_an_edited_round_count_in_a_planting_state_is_refused(data, teacher, ini
     with pytest.raises(pc.PlantingError, match=r"not a consistent planting state \(history rounds \[0, 1\] with "
                                                r"the next round 7\)"):
         pc.grow(initial, teacher, data, small_cfg(max_rounds=9), out_dir=tmp_path, progress=False)
+
+
+# ---------------------------------------------------------------- 2: ranks with different arguments
+RANK_JOB = ["--dataset", "fashion-mnist", "--subset", "512", "--val-size", "128", "--teacher-width", "8",
+            "--teacher-epochs", "2", "--widths", "4,4,4,4,4", "--epochs", "1", "--max-rounds", "2", "--device", "cpu",
+            "--no-progress"]
+needs_gloo = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                                reason="torch.distributed with gloo is not available")
+
+
+def start_ranks(out: Path, plant_epochs: list[int], timeout_s: int = 600) -> list:
+    """Two processes of one job, started by hand (as two torchrun nodes would), each with its own --plant-epochs."""
+    import subprocess
+    import sys
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for r, epochs in enumerate(plant_epochs):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "RANK": str(r), "LOCAL_RANK": str(r),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "PLANTING_COLLECTIVE_TIMEOUT_S": str(timeout_s)}
+        procs.append(subprocess.Popen([sys.executable, "-m", "planting_core", *RANK_JOB, "--plant-epochs", str(epochs),
+                                       "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    return procs
+
+
+@needs_gloo
+def test_ranks_started_with_different_arguments_are_refused_before_any_work(tmp_path):
+    procs = start_ranks(tmp_path / "out", [3, 1])
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        one_line_error(proc.returncode, err, "plant_epochs=1 on rank 1 but 3 on rank 0", "same arguments")
+    assert not (tmp_path / "out" / "teacher.pt").exists()
+
+
+@needs_gloo
+def test_a_stopped_rank_ends_the_others_with_one_line_naming_it(tmp_path):
+    import signal
+    rank0, rank1 = start_ranks(tmp_path / "out", [1, 1], timeout_s=15)
+    try:
+        while "train 512" not in rank0.stdout.readline():  # the data are loaded: the teacher trains next
+            assert rank0.poll() is None
+        os.kill(rank1.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        _, err = rank0.communicate(timeout=300)
+    finally:
+        rank1.kill()
+        rank1.wait()
+    one_line_error(rank0.returncode, err, "rank 0 waited 15 s", "rank(s) 1 stopped answering")
+    assert time.monotonic() - t0 < 120

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import os
+import sys
 from typing import Any
 
 from ..speed import distributed
@@ -61,7 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the whole job; bad input ends with a one-line message and exit code 2."""
-    return cli(lambda: job(parse_args(argv)))
+    code = cli(lambda: job(parse_args(argv)))
+    if distributed.abandoned:  # a collective step is still pending: the process group's clean-up would abort
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def job(a: argparse.Namespace) -> None:
@@ -76,10 +83,16 @@ def job(a: argparse.Namespace) -> None:
     pick_device(params["device"])  # e.g. --device mps on a machine without it, before anything is written
     distributed.init_from_env(params["device"])  # under torchrun: join the other processes (one GPU each)
     folder = RunFolder(a.out or f"runs/{params['dataset']}")
-    with contextlib.ExitStack() as held:
-        # one writer per run folder (under torchrun, rank 0 holds it); a second job ends here, naming its pid
-        distributed.on_main(lambda: held.enter_context(folder.lock()))
-        run_job(params, grow_cfg, folder)
+    try:
+        distributed.check_same("arguments", {**params, "out": str(folder.root)})
+        with contextlib.ExitStack() as held:
+            # one writer per run folder (under torchrun, rank 0 holds it); a second job ends here, naming its pid
+            distributed.on_main(lambda: held.enter_context(folder.lock()))
+            run_job(params, grow_cfg, folder)
+    except RuntimeError as err:  # a collective step past its deadline: one line naming who stopped answering
+        if distributed.is_timeout(err):
+            raise distributed.timeout_error() from None
+        raise
 
 
 def run_job(params: dict[str, Any], grow_cfg: GrowConfig, folder: RunFolder) -> None:

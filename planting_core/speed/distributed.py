@@ -5,10 +5,16 @@ package needs. Without torchrun (or with one process) every function here is the
   the others wait at `barrier` before reading what rank 0 wrote.
 - Planting candidates are shared out by `my_share` and their results collected by `gather`.
 - Teachers and students train data-parallel (train.fit with DistributedDataParallel).
+- Every process is started with the same arguments (`check_same`), and no process waits for ever: a collective
+  step that does not complete within PLANTING_COLLECTIVE_TIMEOUT_S seconds (default 1800) ends every process
+  with one line naming the processes that stopped answering (each sends a heartbeat through the process
+  group's store every HEARTBEAT_S seconds; a stopped or killed process's heartbeat goes stale).
 """
 from __future__ import annotations
 
 import os
+import threading
+import time
 from datetime import timedelta
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
@@ -18,6 +24,20 @@ import torch.distributed as dist
 from ..errors import PlantingError
 
 T = TypeVar("T")
+HEARTBEAT_S = 2.0
+abandoned = False  # set when a collective step ran past its deadline: the process must exit without clean-up
+
+
+def collective_timeout_s() -> float:
+    """Seconds a collective step may wait for the other processes: $PLANTING_COLLECTIVE_TIMEOUT_S, else 1800."""
+    text = os.environ.get("PLANTING_COLLECTIVE_TIMEOUT_S", "1800")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise PlantingError(f"PLANTING_COLLECTIVE_TIMEOUT_S must be a number of seconds > 0, got {text!r}")
+    return value
 
 
 def active() -> bool:
@@ -53,8 +73,74 @@ def init_from_env(device: str = "auto") -> int:
             raise PlantingError(f"torchrun started {size} processes per node but this node has "
                                 f"{torch.cuda.device_count()} GPU(s); allowed: --nproc-per-node at most that")
         torch.cuda.set_device(local)
-    dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(minutes=30))
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=collective_timeout_s()))
+    threading.Thread(target=_heartbeat, daemon=True, name="planting-heartbeat").start()
     return world_size()
+
+
+def _store():
+    """The process group's key-value store (torch keeps it private; None where it has moved)."""
+    get = getattr(dist.distributed_c10d, "_get_default_store", None)
+    return get() if get is not None else None
+
+
+def _heartbeat() -> None:
+    """Write this process's clock into the store every HEARTBEAT_S seconds, until the process group ends."""
+    store, key = _store(), f"planting/heartbeat/{rank()}"
+    while store is not None and dist.is_initialized():
+        try:
+            store.set(key, str(time.time()))
+        except Exception:  # the store went away with rank 0: nothing to tell any more
+            return
+        time.sleep(HEARTBEAT_S)
+
+
+def silent_ranks() -> list[int]:
+    """The processes whose heartbeat is older than a few beats (stopped, killed or hung)."""
+    store, now, silent = _store(), time.time(), []
+    for r in range(world_size()):
+        key = f"planting/heartbeat/{r}"
+        try:
+            beat = float(store.get(key)) if store is not None and store.check([key]) else 0.0
+        except Exception:
+            beat = 0.0
+        if now - beat > 5 * HEARTBEAT_S:
+            silent.append(r)
+    return silent
+
+
+def is_timeout(err: BaseException) -> bool:
+    """Whether `err` is a collective step that ran past its deadline."""
+    return active() and isinstance(err, RuntimeError) and any(
+        w in str(err).lower() for w in ("timed out", "timeout", "deadline"))
+
+
+def timeout_error() -> PlantingError:
+    """The one line every process ends with when a collective step ran past its deadline (the process must then
+    leave with os._exit: the process group cannot be shut down cleanly with a step still pending)."""
+    global abandoned
+    abandoned = True
+    silent = [r for r in silent_ranks() if r != rank()]
+    who = (f"rank(s) {', '.join(map(str, silent))} stopped answering (no heartbeat)" if silent else
+           "every rank is alive, so one is still working")
+    return PlantingError(f"rank {rank()} waited {collective_timeout_s():g} s for the other processes at a collective "
+                         f"step: {who}; restart the job (it resumes), or set PLANTING_COLLECTIVE_TIMEOUT_S higher if "
+                         f"a step legitimately takes longer")
+
+
+def check_same(what: str, settings: dict[str, Any]) -> None:
+    """Refuse to go on if any process was started with other `settings` than rank 0: every process raises,
+    naming the rank and the settings that differ."""
+    if not active():
+        return
+    parts: list[dict | None] = [None] * world_size()
+    dist.all_gather_object(parts, settings)
+    for r, part in enumerate(parts):
+        differ = sorted(k for k in set(part or {}) | set(parts[0] or {}) if (part or {}).get(k) != parts[0].get(k))
+        if differ:
+            shown = ", ".join(f"{k}={part.get(k)!r} on rank {r} but {parts[0].get(k)!r} on rank 0" for k in differ)
+            raise PlantingError(f"the processes were started with different {what} ({shown}); start every rank "
+                                f"with the same arguments")
 
 
 def barrier() -> None:
