@@ -295,3 +295,30 @@ def test_a_stopped_rank_ends_the_others_with_one_line_naming_it(tmp_path):
         rank1.wait()
     one_line_error(rank0.returncode, err, "rank 0 waited 15 s", "rank(s) 1 stopped answering")
     assert time.monotonic() - t0 < 120
+
+
+# ---------------------------------------------------------------- 6: writers the lock does not cover
+def test_a_notebook_run_directly_on_a_locked_folder_writes_nothing(tmp_path, monkeypatch):
+    import papermill
+    from tools.batch import NOTEBOOK_DIR, ROOT
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the kernel imports planting_core from this checkout
+    out = tmp_path / "run"
+    with pc.book.RunFolder(out).lock():
+        with pytest.raises(papermill.PapermillExecutionError, match="in use by another job"):
+            papermill.execute_notebook(str(NOTEBOOK_DIR / "01_teacher.ipynb"), str(tmp_path / "copy.ipynb"),
+                                       parameters={"out_dir": str(out), "subset": 256, "teacher_epochs": 1},
+                                       progress_bar=False, cwd=str(tmp_path))
+    assert sorted(p.name for p in out.iterdir()) == [".lock", ".lock.pid"]
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["--out", "."], "over (or into) the source notebooks"),
+    (["--out", "notebooks"], "over (or into) the source notebooks"),
+    (["--set", "dataset=mnist"], "--set dataset=mnist contradicts --dataset fashion-mnist"),
+])
+def test_the_batch_runner_refuses_to_overwrite_sources_or_mislabel_a_run(argv, says, capsys, monkeypatch):
+    from tools.batch import ROOT, main
+    monkeypatch.chdir(ROOT)
+    before = {p: p.read_bytes() for p in (ROOT / "notebooks").glob("*.ipynb")}
+    one_line_error(main(["--dataset", "fashion-mnist", "--profile", "smoke", *argv]), capsys.readouterr().err, says)
+    assert {p: p.read_bytes() for p in (ROOT / "notebooks").glob("*.ipynb")} == before

@@ -183,8 +183,8 @@ def test_a_lock_left_by_a_killed_job_does_not_block(tmp_path):
             pass
     holder.kill()
     holder.wait()
-    with pb.RunFolder(tmp_path).lock() as root:  # the lock file is still there, the kernel's lock is not
-        assert (root / ".lock").read_text().strip() == str(os.getpid())
+    with pb.RunFolder(tmp_path).lock() as root:  # the holder's pid file is still there, the kernel's lock is not
+        assert (root / ".lock.pid").read_text().strip() == str(os.getpid())
 
 
 # ---------------------------------------------------------------- 7: a failed batch notebook keeps the good one

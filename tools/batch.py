@@ -23,7 +23,7 @@ from typing import Iterator
 from planting_core.data import DATASETS, check_dataset_name
 from planting_core.device import pick_device
 from planting_core.errors import PlantingError, cli
-from planting_core.book.lock import folder_lock
+from planting_core.book.lock import HELD_ENV, folder_lock
 from planting_core.book.params import PROFILES, check_params, profile_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,6 +148,13 @@ def plan_batch(dataset: str, profile: str, sets: dict, out: Path, only: list[str
     known = set().union(*todo.values())
     if "out_dir" in sets:
         raise PlantingError("out_dir cannot be set: the batch runner sets it to the run folder; use --out")
+    if "dataset" in sets and check_dataset_name(sets["dataset"]) != name:
+        raise PlantingError(f"--set dataset={sets['dataset']} contradicts --dataset {dataset}: the run folder is "
+                            f"named after --dataset; give the dataset once, with --dataset")
+    sources = Path(folder).resolve()
+    if sources in (Path(out).resolve(), (Path(out) / "notebooks").resolve()):
+        raise PlantingError(f"--out {out} would write the executed notebooks over (or into) the source notebooks "
+                            f"in {sources}; give a run folder elsewhere (default runs/<dataset>-<profile>)")
     unknown = sorted(set(sets) - known)
     if unknown:
         raise PlantingError(f"unknown parameter(s) {unknown}; the notebooks take: {', '.join(sorted(known))}")
@@ -176,7 +183,11 @@ def run_batch(dataset: str, profile: str = "quick", sets: dict | None = None, ou
     plan = plan_batch(dataset, profile, sets or {}, out, only, folder)
     print(f"run folder: {out}", flush=True)
     with folder_lock(out):  # one writer per run folder: a second batch on it ends at once, naming this one's pid
-        run_plan(plan, force)
+        os.environ[HELD_ENV] = str(out)  # the notebooks' kernels (started from here) find their folder held
+        try:
+            run_plan(plan, force)
+        finally:
+            os.environ.pop(HELD_ENV, None)
     return out
 
 

@@ -1,19 +1,29 @@
-"""One writer per run folder: an advisory lock (fcntl.flock) held for a whole job.
+"""One writer per run folder: a lock (filelock, so it works on every platform) held for a whole job.
 
-The kernel drops the lock when its process ends, however it ends, so a lock file left by a killed job never
-blocks the next one; the file only records the last holder's pid for the error message.
+The operating system drops the lock when its process ends, however it ends, so a lock file left by a killed job
+never blocks the next one; .lock.pid beside it records the last holder's pid for the error message.
+
+A job holds it for a block (`folder_lock`); a notebook holds it for its kernel's life (`claim`), unless the
+batch runner that started the kernel holds it already (it says so in $PLANTING_HELD_FOLDER).
 """
 from __future__ import annotations
 
-import errno
+import atexit
 import os
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from filelock import FileLock, Timeout
 
 from ..errors import PlantingError
 
 LOCK_NAME = ".lock"
+PID_NAME = ".lock.pid"
+HELD_ENV = "PLANTING_HELD_FOLDER"  # the run folder whose lock this process's parent (the batch runner) holds
+_claimed = ExitStack()  # the folders this process holds until it ends (a notebook kernel's)
+_claimed_roots: set[str] = set()
+atexit.register(_claimed.close)
 
 
 def writable_folder(root: str | Path) -> Path:
@@ -31,32 +41,33 @@ def writable_folder(root: str | Path) -> Path:
 @contextmanager
 def folder_lock(root: str | Path) -> Iterator[Path]:
     """Hold `root`'s lock while the block runs; a second holder ends at once with the first holder's pid."""
-    import fcntl  # POSIX only; imported here so that the package still imports elsewhere
-
     root = writable_folder(root)
-    path = root / LOCK_NAME
+    lock = FileLock(root / LOCK_NAME, timeout=0, thread_local=False)
     try:
-        handle = open(path, "a+")
+        lock.acquire()
+    except Timeout:
+        holder = (root / PID_NAME).read_text().strip() if (root / PID_NAME).exists() else "unknown"
+        raise PlantingError(f"run folder {root} is in use by another job (pid {holder}); wait for it to end, "
+                            f"or give this job another folder") from None
     except OSError as err:
         raise PlantingError(f"cannot write in the run folder {root}: {err.strerror}") from None
-    with handle:
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise PlantingError(f"run folder {root} is in use by another job (pid {holder}); wait for it to end, "
-                                f"or give this job another folder") from None
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
+            (root / PID_NAME).write_text(f"{os.getpid()}\n")
         except OSError as err:
             raise PlantingError(f"cannot write in the run folder {root}: {err.strerror}") from None
-        try:
-            yield root
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield root
+    finally:
+        lock.release()
+
+
+def claim(root: str | Path) -> Path:
+    """Hold `root`'s lock until this process ends (a notebook's kernel): another job on the folder then ends at
+    once, and this one ends here if another holds it. Nothing to do where this process or the batch runner that
+    started it holds it already."""
+    real = str(Path(root).resolve())
+    if real in _claimed_roots or os.environ.get(HELD_ENV) == real:
+        return Path(root)
+    _claimed.enter_context(folder_lock(root))
+    _claimed_roots.add(real)
+    return Path(root)

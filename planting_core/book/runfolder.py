@@ -10,7 +10,7 @@
     methods/<method>/*.pt            the compared methods' networks (e.g. pruning)
     <any folder>/left-out.csv        networks trained but left out of the published folder (file, seconds)
     students.csv, summary.csv, ablations.csv, sweep.csv, conditions.csv, methods.csv, figures/
-    .lock                            held by the job writing the folder (one writer at a time)
+    .lock, .lock.pid                 held by the job writing the folder (one writer at a time), and its pid
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import ContextManager, Iterator
 
 from ..errors import PlantingError
-from .lock import folder_lock
+from .lock import claim, folder_lock
 
 LEFT_OUT = "left-out.csv"
 STUDENT_NAME = re.compile(r"w(?P<width>\d+)-(?P<loss>[a-z]+)-seed(?P<seed>\d+)\.pt")
@@ -84,6 +84,11 @@ class RunFolder:
     def lock(self) -> ContextManager[Path]:
         """Hold the folder's one-writer lock for a block (creates the folder; refuses a file, a read-only place)."""
         return folder_lock(self.root)
+
+    def claim(self) -> "RunFolder":
+        """Hold the folder's one-writer lock until this process ends (a notebook's kernel; see lock.claim)."""
+        claim(self.root)
+        return self
 
     @property
     def teacher(self) -> Path:
