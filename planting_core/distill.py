@@ -6,9 +6,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .device import to_device
+from .fields import FIELDS
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = 4.0,
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = FIELDS["T"].default,
             labels: torch.Tensor | None = None, alpha: float = 0.0) -> torch.Tensor:
     """T^2 * KL(softmax(t/T) || softmax(s/T)), batch mean; with alpha > 0, mixed with alpha * CE(labels).
 
@@ -24,7 +25,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float
     return (1 - alpha) * kl + alpha * F.cross_entropy(student_logits.float(), labels)
 
 
-def kd_losses(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = 4.0,
+def kd_losses(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = FIELDS["T"].default,
               labels: torch.Tensor | None = None, alpha: float = 0.0) -> torch.Tensor:
     """kd_loss of C independent batches at once: logits (C, B, K), labels (C, B) -> (C,) losses."""
     c, b, k = student_logits.shape

@@ -1,5 +1,6 @@
 """The book: committed notebooks are executed and fresh, the -W build succeeds, and a browser sees the results."""
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -219,3 +220,19 @@ def test_every_page_loads_its_figures_and_shows_whole_tables(html, browser):
         text = browser.find_element("tag name", "article").text
         assert not re.search(r"\d+ rows [×x] \d+ columns", text), f"{page}: pandas cut a table short"
         assert "Traceback" not in text, f"{page}: an error is shown"
+
+
+def test_every_command_in_a_readme_or_page_exists():
+    """`python -m X` in the README, a run folder's README or a book page names a module that runs (a package
+    runs only with a __main__)."""
+    import importlib.util
+
+    def runs(module: str) -> bool:
+        spec = importlib.util.find_spec(module)
+        return spec is not None and (spec.submodule_search_locations is None
+                                     or importlib.util.find_spec(f"{module}.__main__") is not None)
+    texts = [ROOT / "README.md", *ROOT.glob("results/*/README.md"), *(ROOT / "book").rglob("*.md")]
+    named = {m for path in texts for m in re.findall(r"python3? -m ([A-Za-z_][\w.]*)", path.read_text())}
+    assert "tools.batch" in named
+    missing = sorted(m for m in named if m != "pytest" and not runs(m))
+    assert not missing, f"commands naming no module: {missing}"

@@ -49,3 +49,10 @@ def test_kd_losses_are_kd_loss_of_each_batch():
         assert many.shape == (3,)
         for c in range(3):
             assert torch.allclose(many[c], pc.kd_loss(s[c], t[c], 2.0, y[c], alpha), atol=1e-6)
+
+
+def test_one_default_temperature_in_the_library_and_the_book():
+    import inspect
+    from planting_core import book as pb
+    defaults = {inspect.signature(f).parameters["T"].default for f in (pc.kd_loss, pc.distill.kd_losses)}
+    assert defaults == {pc.TrainConfig().T} == {pb.PARAMS["T"].default}

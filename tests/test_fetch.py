@@ -113,3 +113,9 @@ def test_book_runs_publish_a_manifest_that_matches_their_files():
         assert sorted(manifest["files"]) == pb.fetch.published_files(run), run
         for rel, digest in manifest["files"].items():
             assert pb.fetch.sha256((run / rel).read_bytes()) == digest, f"{run.name}/{rel} changed: rerun tools.book"
+
+
+def test_a_manifest_address_that_answers_404_is_an_error_not_hours_of_training(server: str, tmp_path: Path):
+    with pytest.raises(pc.PlantingError, match=r"answered HTTP 404 .*checkpoint_url must be a published run folder"):
+        pb.fetch_checkpoints(tmp_path / "local", f"{server}/no-such-run", progress=False)
+    assert not (tmp_path / "local").exists()

@@ -3,7 +3,9 @@ parameters they were made with), and fetching the missing ones from a web addres
 
 A run folder published at URL (e.g. a repository's raw files) holds URL/checkpoints.json; fetch_checkpoints
 downloads what the local run folder lacks, so that load-or-train loads instead of training. Offline, or where
-a file cannot be fetched or does not match its SHA-256, it says so in one line and that network is trained here.
+a file cannot be fetched or does not match its SHA-256, it says so in one line and that network is trained here;
+a server that answers the manifest's address with an HTTP error (404: a wrong address) is an error, since
+training everything instead would silently cost hours.
 
 Every download is bounded: streamed to a temporary file beside its target (renamed only once its SHA-256 matches),
 at most the size the manifest gives (or MAX_FILE_BYTES where it gives none; the manifest itself MAX_MANIFEST_BYTES),
@@ -169,6 +171,10 @@ def fetch_checkpoints(folder: RunFolder | str | Path, url: str, params: Mapping[
     url = url.rstrip("/")
     try:
         manifest = json.loads(read_url(f"{url}/{MANIFEST}"))
+    except urllib.error.HTTPError as err:  # the server answered: the address is wrong, not the network
+        raise PlantingError(f"{url}/{MANIFEST} answered HTTP {err.code} ({err.reason}): checkpoint_url must be a "
+                            f"published run folder's address (the folder that holds {MANIFEST}); fix it, or set "
+                            f"checkpoint_url=None to train everything here") from None
     except (OSError, urllib.error.URLError, ValueError, DownloadStopped) as err:
         print(f"could not read {url}/{MANIFEST} ({_why(err)}): every missing network is trained here instead")
         return 0
