@@ -1,4 +1,11 @@
-"""Checkpoints and result files: atomic writes; checkpoints carry the architecture and load with weights_only=True."""
+"""Checkpoints and result files: atomic writes; a network's checkpoint carries its architecture and loads without pickle.
+
+A network checkpoint (save_checkpoint) is a safetensors file: the weights as tensors, and in its header the format,
+the network's shape and the metadata as JSON, so loading a published file runs no pickle on any torch version (the
+run folders keep the name `*.pt` for their layout; read one with load_checkpoint, or safetensors.torch.load_file for
+the bare weights, not torch.load). Checkpoints written before 2026-12-02 are torch files and still load, with
+weights_only=True, as do the resume states (`*.state.pt`, grow_state.pt), which stay torch files.
+"""
 from __future__ import annotations
 
 import json
@@ -150,6 +157,42 @@ def check_declared_size(obj: dict) -> None:
                                   f"refused before building it")
 
 
+def is_torch_file(path: Path) -> bool:
+    """Whether `path` is a torch.save file (a zip archive) rather than a safetensors one."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def checkpoint_bytes(record: dict, meta: dict) -> bytes:
+    """A network_record() and its plain-value metadata as the bytes of a safetensors checkpoint."""
+    from safetensors.torch import save
+    shape = {k: v for k, v in record.items() if k != "state"}
+    header = {"format": FORMAT, "network": json.dumps(shape), "meta": json.dumps(meta)}
+    return save({k: v.contiguous() for k, v in record["state"].items()}, metadata=header)
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint file as {"format", "arch" or "sizes" and "class", "state", "meta"}: a safetensors one read
+    without pickle, an older torch one with weights_only=True; a damaged one raises CheckpointError."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if is_torch_file(path):
+        return safe_load(path)
+    from safetensors.torch import load
+    data = path.read_bytes()  # read whole (no memory map): a file replaced later cannot pull tensors from under us
+    try:
+        size = int.from_bytes(data[:8], "little")  # the safetensors header: its length, then JSON
+        header = json.loads(data[8:8 + size])["__metadata__"] if 8 + size <= len(data) else {}
+        state = load(data)
+        shape, meta = json.loads(header["network"]), json.loads(header["meta"])
+    except Exception as err:  # safetensors' own error, a KeyError or a JSONDecodeError: all mean "not one of ours"
+        raise CheckpointError(f"{path}: damaged or not a checkpoint file ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else 'unreadable'})") from None
+    if not isinstance(shape, dict):
+        raise CheckpointError(f"{path}: its network shape must be a mapping, got {type(shape).__name__}")
+    return {"format": header.get("format"), **shape, "state": state, "meta": meta}  # state: tensors in memory
+
+
 def network_from_record(obj: dict, template: torch.nn.Module | None = None) -> torch.nn.Module:
     """The network network_record() describes (a network other than the book's kinds resized from `template`)."""
     check_declared_size(obj)
@@ -162,8 +205,8 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, **meta: Any) -> Pa
     """Save a (planted or plain) network with its shape and plain-value metadata, atomically: a PlainCNN's arch, or
     any other network's module sizes (its grown widths; load it with load_checkpoint(path, template=...))."""
     meta = {k: plain_value(v, k) for k, v in meta.items()}
-    record = network_record(merge(model) if is_planted(model) else model)
-    return atomic_save({"format": FORMAT, **record, "meta": meta}, path)
+    data = checkpoint_bytes(network_record(merge(model) if is_planted(model) else model), meta)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu",
@@ -171,7 +214,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu",
     """Rebuild the network saved by save_checkpoint; its metadata is in `model.meta`. A network other than the
     book's kinds is rebuilt from `template` (an instance of its class, at any widths, or a function that makes
     one: called only for such a network), resized to the saved ones."""
-    obj = safe_load(path)
+    obj = read_checkpoint(Path(path))
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{path}: not a planting-book network checkpoint (expected format {FORMAT!r}, "

@@ -39,11 +39,17 @@ def test_foreign_files_are_refused(tmp_path):
         pc.load_checkpoint(tmp_path / "missing.pt")
 
 
+def rewrite(obj: dict, path) -> None:
+    """Write an edited checkpoint (as read_checkpoint gives it) back as a safetensors checkpoint."""
+    from planting_core.checkpoint import checkpoint_bytes
+    path.write_bytes(checkpoint_bytes({k: v for k, v in obj.items() if k not in ("format", "meta")}, obj["meta"]))
+
+
 def test_inconsistent_checkpoint(tmp_path):
     path = pc.save_checkpoint(pc.PlainCNN([4] * 5), tmp_path / "net.pt")
-    obj = torch.load(path, weights_only=True)
+    obj = pc.checkpoint.read_checkpoint(path)
     obj["arch"]["widths"] = [3] * 5  # fewer weights than it holds: built, then refused
-    torch.save(obj, path)
+    rewrite(obj, path)
     with pytest.raises(pc.CheckpointError, match="do not fit its architecture"):
         pc.load_checkpoint(path)
 
@@ -86,9 +92,9 @@ def test_numpy_and_torch_scalars_in_metadata_are_saved_as_plain_numbers(tmp_path
 def test_a_checkpoint_declaring_a_huge_architecture_is_refused_before_building_it(tmp_path, monkeypatch, change):
     path = tmp_path / "small.pt"
     pc.save_checkpoint(pc.PlainCNN([8] * 5, in_channels=1, image_size=28), path)
-    obj = torch.load(path, weights_only=True)
+    obj = pc.checkpoint.read_checkpoint(path)
     obj["arch"].update(change)
-    torch.save(obj, path)  # a small file whose architecture claims a huge network
+    rewrite(obj, path)  # a small file whose architecture claims a huge network
     built = []
     monkeypatch.setattr(pc.checkpoint, "build_network", lambda arch: built.append(arch))
     with pytest.raises(pc.CheckpointError, match=r"small\.pt: its architecture declares .* refused before building"):
@@ -99,8 +105,8 @@ def test_a_checkpoint_declaring_a_huge_architecture_is_refused_before_building_i
 def test_a_checkpoint_whose_arch_is_not_a_mapping_is_one_line(tmp_path):
     path = tmp_path / "odd.pt"
     pc.save_checkpoint(pc.PlainCNN([4] * 5), path)
-    obj = torch.load(path, weights_only=True)
+    obj = pc.checkpoint.read_checkpoint(path)
     obj["arch"] = [1, 2, 3]
-    torch.save(obj, path)
+    rewrite(obj, path)
     with pytest.raises(pc.CheckpointError, match=r"odd\.pt: its arch and state must be mappings, got list"):
         pc.load_checkpoint(path)

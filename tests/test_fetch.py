@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
 
 import planting_core as pc
 from planting_core import book as pb
@@ -119,3 +120,13 @@ def test_a_manifest_address_that_answers_404_is_an_error_not_hours_of_training(s
     with pytest.raises(pc.PlantingError, match=r"answered HTTP 404 .*checkpoint_url must be a published run folder"):
         pb.fetch_checkpoints(tmp_path / "local", f"{server}/no-such-run", progress=False)
     assert not (tmp_path / "local").exists()
+
+
+def test_a_published_torch_file_is_not_used(published: Path, server: str, tmp_path: Path, capsys):
+    from planting_core.checkpoint import read_checkpoint
+    obj = read_checkpoint(published / "teacher.pt")
+    torch.save(obj, published / "teacher.pt")  # the same network as a torch (pickle) file
+    pb.write_manifest(published, {"subset": 256})
+    local = tmp_path / "local"
+    assert pb.fetch_checkpoints(local, f"{server}/published", progress=False) == 3
+    assert not (local / "teacher.pt").exists() and "is a torch (pickle) file" in capsys.readouterr().out

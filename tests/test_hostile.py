@@ -206,20 +206,31 @@ def test_a_malformed_manifest_is_one_line(tmp_path, manifest, says):
     assert not (tmp_path / "local").exists()
 
 
-def edited_checkpoint(path: Path, **fields) -> Path:
-    """A small real checkpoint with some of its top-level fields replaced."""
-    pc.save_checkpoint(pc.PlainCNN([4] * 5), path)
-    obj = torch.load(path, weights_only=True)
-    torch.save({**obj, **fields}, path)
+def edited_checkpoint(path: Path, kind: str, **fields) -> Path:
+    """A small checkpoint with some of its top-level fields replaced, as an older torch file or as safetensors."""
+    from planting_core.checkpoint import FORMAT, checkpoint_bytes, network_record
+    obj = {"format": FORMAT, **network_record(pc.PlainCNN([4] * 5)), "meta": {}, **fields}
+    if kind == "torch":
+        torch.save(obj, path)
+    else:
+        from safetensors.torch import save
+        state = obj.pop("state")
+        header = {"format": obj.pop("format"), "meta": json.dumps(obj.pop("meta")), "network": json.dumps(obj)}
+        path.write_bytes(save(state, metadata=header) if isinstance(state, dict) else b"{}")
     return path
 
 
+@pytest.mark.parametrize("kind", ["torch", "safetensors"])
 @pytest.mark.parametrize("fields,says", [({"arch": [4, 4]}, "arch and state must be mappings"),
-                                         ({"meta": ["a", "list"]}, "metadata must be a mapping"),
-                                         ({"state": "weights"}, "arch and state must be mappings")])
-def test_a_checkpoint_of_the_wrong_shape_is_one_line(tmp_path, fields, says):
+                                         ({"meta": ["a", "list"]}, "metadata must be a mapping")])
+def test_a_checkpoint_of_the_wrong_shape_is_one_line(tmp_path, fields, says, kind):
     with pytest.raises(pc.CheckpointError, match=says):
-        pc.load_checkpoint(edited_checkpoint(tmp_path / "net.pt", **fields))
+        pc.load_checkpoint(edited_checkpoint(tmp_path / "net.pt", kind, **fields))
+
+
+def test_a_torch_checkpoint_whose_state_is_not_a_mapping_is_one_line(tmp_path):
+    with pytest.raises(pc.CheckpointError, match="arch and state must be mappings"):
+        pc.load_checkpoint(edited_checkpoint(tmp_path / "net.pt", "torch", state="weights"))
 
 
 @pytest.mark.parametrize("table,says", [

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 
 from tqdm.auto import tqdm
 
-from ..checkpoint import write_json
+from ..checkpoint import is_torch_file, write_json
 from .. import records
 from ..errors import PlantingError
 from .runfolder import RunFolder
@@ -191,6 +191,11 @@ def fetch_checkpoints(folder: RunFolder | str | Path, url: str, params: Mapping[
             continue
         if not ok:
             print(f"{rel} from {url} does not match its SHA-256 in the manifest: not used, it will be trained here")
+            continue
+        if rel.endswith(".pt") and is_torch_file(root / rel):  # published weights load without pickle, or not at all
+            (root / rel).unlink()
+            print(f"{rel} from {url} is a torch (pickle) file, not a safetensors checkpoint: not used, it will be "
+                  f"trained here (its publisher can convert it: python -m tools.to_safetensors)")
             continue
         fetched += 1
     print(f"{fetched} of {len(manifest['files'])} published files fetched from {url} "
