@@ -59,11 +59,11 @@ def test_the_pixel_digest_sees_content_not_counts(tmp_path):
 
 
 # ---------------------------------------------------------------- 3: images destroyed on reading
-def contrast_folder(root: Path, kind: str) -> Path:
+def contrast_folder(root: Path, kind: str, per_class: int = 4) -> Path:
     """Two classes told apart only by brightness, saved as 16-bit PNG or float TIFF."""
     for c, level in (("dark", 0.2), ("light", 0.8)):
         (root / c).mkdir(parents=True)
-        for i in range(4):
+        for i in range(per_class):
             a = np.full((8, 8), level) + np.random.default_rng(i).uniform(-0.05, 0.05, (8, 8))
             if kind == "png16":
                 Image.fromarray((a * 65535).astype(np.uint16)).save(root / c / f"{i}.png")
@@ -79,6 +79,13 @@ def test_16_bit_and_float_images_keep_their_contrast(tmp_path, kind):
     x, y = read_images(root, ["dark", "light"], 8)  # (8, 3, 8, 8) uint8
     dark, light = x[y == 0].float().mean().item(), x[y == 1].float().mean().item()
     assert 40 < dark < 62 and 193 < light < 215, (dark, light)  # 0.2 and 0.8 of 255, not 255 or 0 everywhere
+
+
+def test_a_16_bit_png_folder_trains_on_its_real_contrast(tmp_path):
+    data = pc.load_data("imagefolder", contrast_folder(tmp_path, "png16", per_class=24), val_size=4, image_size=8)
+    net = pc.PlainCNN([4] * 5, **data.model_kwargs())
+    pc.fit(net, data, pc.TrainConfig(epochs=6, lr=0.02, batch_size=8, progress=False))
+    assert pc.evaluate(net, data.test)["acc"] == 1.0  # clipped to 255 everywhere, it stays at chance (0.5)
 
 
 def test_a_float_image_outside_0_1_is_stretched_not_clipped():
