@@ -84,3 +84,19 @@ def test_fused_steps_replayed_from_a_cuda_graph_train_as_eager_ones(initial, dat
     for eager, graphed in zip(trained["off"], trained["on"]):
         for (name, pa), pb_ in zip(eager.named_parameters(), graphed.parameters()):
             torch.testing.assert_close(pa, pb_, atol=2e-2, rtol=1e-2, msg=name)  # bf16 on both: rounding only
+
+
+def test_fused_candidates_that_fail_on_their_device_train_one_at_a_time_with_one_warning(initial, data, teacher,
+                                                                                          monkeypatch):
+    """The device-only failure forced on the CPU: fit_fused raises every round; each round warns once and
+    chooses, with the same validation losses, what the one-at-a-time search chooses."""
+    off = pc.grow(initial, teacher, data, small_cfg(max_rounds=2, fused="off"), progress=False).history
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("CUDA error: out of memory")
+    monkeypatch.setattr(pc.search, "fit_fused", fail)
+    with pytest.warns(UserWarning, match="fused candidates failed .*one at a time") as caught:
+        forced = pc.grow(initial, teacher, data, small_cfg(max_rounds=2, fused="on"), progress=False).history
+    assert len([w for w in caught if "fused candidates failed" in str(w.message)]) == 2  # one per round
+    assert list(off["layer"]) == list(forced["layer"]) and list(off["chosen"]) == list(forced["chosen"])
+    assert (off["val_loss"] - forced["val_loss"]).abs().max() < 1e-6

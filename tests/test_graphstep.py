@@ -150,3 +150,27 @@ def test_cuda_graph_is_not_a_recorded_setting(initial, data, teacher, tmp_path):
     again = pb.plant_and_save(initial, teacher, data, cfg("off", 2), tmp_path, progress=False)
     assert again.history["round"].max() == 2
     assert "cuda_graph" not in pc.load_checkpoint(tmp_path / "planted.pt").meta["settings"]["train"]
+
+
+def test_a_graph_step_that_fails_on_its_device_falls_back_to_eager_with_one_warning(data, monkeypatch):
+    """The CUDA-only failure forced on the CPU: the graph step raises on the first call (as a capture that the
+    device refuses); fit warns once and ends with the weights of the static steps run eagerly."""
+    from planting_core.speed import graphstep
+    cfg = pc.TrainConfig(epochs=2, lr=0.05, batch_size=48, progress=False, cuda_graph="on")
+    torch.manual_seed(0)
+    reference = pc.PlainCNN([6] * 5, **data.model_kwargs())
+    forced = copy.deepcopy(reference)
+    pc.fit(reference, data, cfg)
+    calls = []
+
+    def refuse(self, *args):
+        calls.append(1)
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+    real_init = graphstep.StaticStep.__init__
+    monkeypatch.setattr(graphstep.StaticStep, "__init__",
+                        lambda self, *a, **k: real_init(self, *a, **{**k, "capture": True}))
+    monkeypatch.setattr(graphstep.StaticStep, "graph_step", refuse)
+    with pytest.warns(UserWarning, match="CUDA graph step failed .*eager steps") as caught:
+        pc.fit(forced, data, cfg)
+    assert len(calls) == 1 and len([w for w in caught if "CUDA graph" in str(w.message)]) == 1
+    assert_same(reference, forced, atol=0)
