@@ -56,6 +56,43 @@ def test_smoke_run_writes_every_result(smoke):
     assert cost.loc["total", "seconds"] == pytest.approx(cost["seconds"].drop("total").sum())
 
 
+def smoke_copy(smoke: Path, tmp_path: Path) -> tuple[Path, list]:
+    """A scratch copy of the smoke run folder (executed notebooks too) and its batch plan there."""
+    from tools.batch import plan_batch
+    out = tmp_path / "copy"
+    shutil.copytree(smoke, out, ignore=shutil.ignore_patterns(".lock", ".lock.pid"))
+    return out, plan_batch("fashion-mnist", "smoke", {}, out, None)
+
+
+def test_notebooks_whose_inputs_changed_are_stale_and_the_others_are_not(smoke, tmp_path):
+    from tools.batch import executed_with, stale_reason
+    out, plan = smoke_copy(smoke, tmp_path)
+    assert all(stale_reason(nb, dest, params) == "" for nb, dest, params in plan)  # a faithful copy is fresh
+    table = pd.read_csv(out / "students.csv")
+    table.loc[0, "test_acc"] = 0.99  # one row of one table the notebooks read
+    table.to_csv(out / "students.csv", index=False)
+    readers = {dest.name for _, dest, _ in plan if "students.csv" in executed_with(dest).get("inputs", {})}
+    assert readers  # notebook 03 reads it
+    for nb, dest, params in plan:
+        why = stale_reason(nb, dest, params)
+        assert bool(why) == (dest.name in readers or "students.csv" in executed_with(dest).get("outputs", {})), \
+            (dest.name, why)
+        assert not why or "students.csv, which it" in why
+
+
+def test_strict_publishing_refuses_an_edited_table_or_a_truncated_checkpoint(smoke, tmp_path):
+    from tools.batch import run_plan
+    out, plan = smoke_copy(smoke, tmp_path)
+    (out / "summary.csv").write_text((out / "summary.csv").read_text().replace("0.", "0.9", 1))  # an edited result
+    with pytest.raises(pc.PlantingError, match=r"03_planting.ipynb is stale: .*summary.csv, which it wrote, changed"):
+        run_plan(plan, force=False, strict=True)
+    data = (out / "teacher.pt").read_bytes()
+    (out / "teacher.pt").write_bytes(data[: len(data) // 2])  # a truncated checkpoint
+    with pytest.raises(pc.CheckpointError, match="teacher.pt: damaged"):
+        pb.write_manifest(out, {"dataset": "fashion-mnist"})
+    assert not (out / "checkpoints.json").exists() or "teacher.pt" not in (out / "checkpoints.json").read_text()
+
+
 def test_notebooks_start_from_published_checkpoints(smoke, tmp_path):
     pb.write_manifest(smoke, {"dataset": "fashion-mnist", **pb.PROFILES["smoke"]})
     out = tmp_path / "fetched"

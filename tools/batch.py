@@ -20,10 +20,12 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from planting_core.checkpoint import atomic_write
 from planting_core.data import DATASETS, check_dataset_name
 from planting_core.device import pick_device
 from planting_core.errors import PlantingError, cli
 from planting_core.book.lock import HELD_ENV, folder_lock
+from planting_core.book.runfolder import RunFolder
 from planting_core.book.params import PROFILES, check_params, profile_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,8 +63,10 @@ def source_hash(path: Path, params: dict, text: str | None = None) -> str:
 
 
 def write_notebook(path: Path, nb: dict) -> None:
-    """Write a notebook (as JSON) the way every repository tool writes one: indent 1, UTF-8, final newline."""
-    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    """Write a notebook (as JSON) the way every repository tool writes one: indent 1, UTF-8, final newline; atomically
+    (an interrupted write never leaves half a notebook)."""
+    text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def executed_with(dest: Path) -> dict:
@@ -100,10 +104,89 @@ def _stderr_to(stream) -> Iterator[None]:
         os.close(saved)
 
 
+# An IPython startup file for the kernels the batch runner starts: an audit hook that logs every file the kernel
+# opens under the run folder's parent (the run folder, and folders beside it such as a study's verdict runs), as
+# "r <path>" (read) or "w <path>" (written, appended, or renamed into place), one line each.
+RECORDER = """import os, sys
+def _planting_record():
+    root, log = os.environ["PLANTING_RECORD_ROOT"] + os.sep, os.environ["PLANTING_RECORD_LOG"]
+    busy = []
+    def hook(event, args):
+        if event == "os.rename":  # os.replace too: an atomic write lands its file by renaming a temporary one
+            target, writes = args[1], True
+        elif event == "open":
+            target, mode, flags = args[0], args[1], args[2] or 0
+            writes = any(c in mode for c in "wax+") if isinstance(mode, str) else bool(
+                flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND))
+        else:
+            return
+        if busy or not isinstance(target, (str, bytes, os.PathLike)):
+            return
+        path = os.path.realpath(os.fsdecode(target))
+        if path.startswith(root) and os.path.basename(path) not in (".lock", ".lock.pid"):
+            busy.append(1)
+            try:
+                with open(log, "a") as f:
+                    f.write(("w " if writes else "r ") + path + "\\n")
+            finally:
+                busy.pop()
+    sys.addaudithook(hook)
+_planting_record()
+"""
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes ('' if it is gone)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+
+
+def recorded_files(log: Path, out: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """(inputs, outputs) of one execution from its recorder log: every file it read but never wrote, and every one
+    it wrote, as path relative to the run folder (../ for a folder beside it) -> SHA-256 now (at the end)."""
+    read, written = set(), set()
+    for line in log.read_text().splitlines() if log.exists() else []:
+        kind, path = line.split(" ", 1)
+        (written if kind == "w" else read).add(Path(path))
+    root = out.resolve()
+    rel = lambda paths: {Path(os.path.relpath(p, root)).as_posix(): sha256_file(p) for p in sorted(paths)
+                         if p.is_file() and not is_resume_state(p)}
+    return rel(read - written), rel(written)
+
+
+def is_resume_state(path: Path) -> bool:
+    """A running job's resume state (never committed, deleted or kept at will): not what a notebook shows."""
+    return path.name.endswith(".state.pt") or path.name == "grow_state.pt"
+
+
+def stale_reason(src: Path, dest: Path, params: dict) -> str:
+    """Why the executed copy `dest` no longer shows what `src` would show with `params` ('' if it still does): its
+    source or parameters changed, a run-folder file it read changed, or a file it wrote was changed since."""
+    stamp = executed_with(dest)
+    if stamp.get("source_hash") != source_hash(src, params):
+        return "its source notebook or parameters changed" if dest.exists() else "it has not run yet"
+    out = dest.parent.parent  # executed copies live in <run folder>/notebooks/
+    for kind, files in (("read", stamp.get("inputs", {})), ("wrote", stamp.get("outputs", {}))):
+        changed = [rel for rel, digest in files.items() if sha256_file(out / rel) != digest
+                   and not (not (out / rel).exists() and RunFolder.is_left_out(out / rel))]  # left out: not a change
+        if changed and (kind == "read" or not rewritten_later(dest, changed[0])):
+            return f"{out / changed[0]}, which it {kind}, changed since it ran"
+    return ""
+
+
+def rewritten_later(dest: Path, rel: str) -> bool:
+    """Whether another executed notebook beside `dest`, run after it, wrote `rel` too (then it owns that file)."""
+    ran = lambda path: json.loads(path.read_text())["metadata"].get("papermill", {}).get("end_time") or ""
+    mine = ran(dest)
+    return any(rel in executed_with(other).get("outputs", {}) and ran(other) > mine
+               for other in dest.parent.glob("*.ipynb") if other != dest and not other.name.endswith(".partial.ipynb"))
+
+
 def run_notebook(src: Path, dest: Path, params: dict, cwd: Path) -> float:
     """Execute one notebook with papermill into `dest`; returns seconds taken.
 
     A failed run never replaces `dest`: it is written beside it as NN_name.failed.ipynb (and the error names it).
+    The executed copy records its source hash and parameters, and the run-folder files its kernel read and wrote
+    with their SHA-256 (what stale_reason compares).
     """
     import papermill as pm
     t0 = time.perf_counter()
@@ -111,16 +194,30 @@ def run_notebook(src: Path, dest: Path, params: dict, cwd: Path) -> float:
     text = src.read_text()  # one snapshot: an edit during the run cannot make these outputs look fresh
     stamp = {"source_hash": source_hash(src, params, text), "parameters": params}
     partial, failed = dest.with_suffix(".partial.ipynb"), failed_copy(dest)
-    try:
-        with tempfile.TemporaryDirectory() as tmp, open(dest.with_suffix(".log"), "w") as log, _stderr_to(log):
-            snapshot = Path(tmp) / src.name
-            snapshot.write_text(text)
-            pm.execute_notebook(str(snapshot), str(partial), parameters=params, kernel_name="python3",
-                                progress_bar=False, cwd=str(cwd), log_output=False)  # kernel chatter: the log
-    except BaseException:
-        if partial.exists():
-            os.replace(partial, failed)
-        raise
+    out = dest.parent.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        startup = Path(tmp) / "ipython" / "profile_default" / "startup"
+        startup.mkdir(parents=True)
+        (startup / "00-planting-record.py").write_text(RECORDER)
+        log_path = Path(tmp) / "files.log"
+        env = {"IPYTHONDIR": str(Path(tmp) / "ipython"), "PLANTING_RECORD_ROOT": str(out.resolve().parent),
+               "PLANTING_RECORD_LOG": str(log_path)}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)  # the kernel papermill starts inherits this environment
+        try:
+            with open(dest.with_suffix(".log"), "w") as log, _stderr_to(log):
+                snapshot = Path(tmp) / src.name
+                snapshot.write_text(text)
+                pm.execute_notebook(str(snapshot), str(partial), parameters=params, kernel_name="python3",
+                                    progress_bar=False, cwd=str(cwd), log_output=False)  # kernel chatter: the log
+        except BaseException:
+            if partial.exists():
+                os.replace(partial, failed)
+            raise
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        stamp["inputs"], stamp["outputs"] = recorded_files(log_path, out)
     nb = json.loads(partial.read_text())
     nb["metadata"]["papermill"]["input_path"] = f"{src.parent.name}/{src.name}"
     nb["metadata"]["planting_book"] = stamp
@@ -177,26 +274,35 @@ def default_out(dataset: str, profile: str) -> Path:
 
 
 def run_batch(dataset: str, profile: str = "quick", sets: dict | None = None, out: Path | None = None,
-              only: list[str] | None = None, folder: Path = NOTEBOOK_DIR, force: bool = False) -> Path:
-    """Run every notebook (or those whose names contain one of `only`) for `dataset` into a run folder."""
+              only: list[str] | None = None, folder: Path = NOTEBOOK_DIR, force: bool = False,
+              strict: bool = False) -> Path:
+    """Run every notebook (or those whose names contain one of `only`) for `dataset` into a run folder (with
+    `strict`, check that every executed copy is up to date instead, and run nothing)."""
     out = (out or default_out(dataset, profile)).resolve()
     plan = plan_batch(dataset, profile, sets or {}, out, only, folder)
     print(f"run folder: {out}", flush=True)
     with folder_lock(out):  # one writer per run folder: a second batch on it ends at once, naming this one's pid
         os.environ[HELD_ENV] = str(out)  # the notebooks' kernels (started from here) find their folder held
         try:
-            run_plan(plan, force)
+            run_plan(plan, force, strict)
         finally:
             os.environ.pop(HELD_ENV, None)
     return out
 
 
-def run_plan(plan: list[tuple[Path, Path, dict]], force: bool) -> None:
-    """Execute the planned notebooks in order, keeping those whose executed copies are up to date."""
+def run_plan(plan: list[tuple[Path, Path, dict]], force: bool, strict: bool = False) -> None:
+    """Execute the planned notebooks in order, keeping those whose executed copies are up to date; with `strict`,
+    a copy that is not up to date is an error naming why (nothing is executed then)."""
     for i, (nb, dest, params) in enumerate(plan, 1):
-        if not force and executed_with(dest).get("source_hash") == source_hash(nb, params):
+        why = stale_reason(nb, dest, params)
+        if strict and (why or force):
+            raise PlantingError(f"{dest} is stale: {why or 'forced'}; run `python -m tools.book` to re-execute it "
+                                f"(--strict publishes only what is up to date)")
+        if not force and not why:
             print(f"[{i}/{len(plan)}] {nb.stem}: up to date, kept", flush=True)
             continue
+        if dest.exists():
+            print(f"[{i}/{len(plan)}] {nb.stem}: stale ({why})", flush=True)
         print(f"[{i}/{len(plan)}] {nb.stem} ...", end=" ", flush=True)
         try:
             seconds = run_notebook(nb, dest, params, dest.parent)

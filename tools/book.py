@@ -2,8 +2,9 @@
 
     python -m tools.book [--strict] [--force]
 
-The executed notebooks live in results/<run>/notebooks/ and are committed; a notebook is re-executed
-only if its source notebook or its parameters changed since (see batch.source_hash).
+The executed notebooks live in results/<run>/notebooks/ and are committed; a notebook is re-executed only if its
+source notebook or its parameters changed since, or a file it read or wrote did (see batch.stale_reason); with
+--strict such a notebook is an error instead, so that nothing stale is published.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 from planting_core.book.configs import with_defaults
+from planting_core.checkpoint import atomic_write
 from planting_core.errors import PlantingError, cli
 from planting_core.book.fetch import write_manifest
 from planting_core.book.params import profile_params
@@ -130,11 +132,12 @@ def run_params(run: str) -> dict:
     return with_defaults({**profile_params(profile, dataset), "dataset": dataset, **sets})
 
 
-def execute_book_runs(force: bool = False) -> None:
+def execute_book_runs(force: bool = False, strict: bool = False) -> None:
     """Bring every book run's executed notebooks up to date (load-or-train: only what is missing runs), and
-    write each run's checkpoint manifest (what notebooks fetch with checkpoint_url)."""
+    write each run's checkpoint manifest (what notebooks fetch with checkpoint_url). With `strict`, a notebook
+    that is not up to date (its source, parameters or a file it read or wrote changed) is an error instead."""
     for run, (dataset, profile, sets, only) in BOOK_RUNS.items():
-        run_batch(dataset, profile, sets, ROOT / "results" / run, only=only, force=force)
+        run_batch(dataset, profile, sets, ROOT / "results" / run, only=only, force=force, strict=strict)
         present(run)
         write_manifest(ROOT / "results" / run, run_params(run))
 
@@ -195,7 +198,7 @@ def update_readme() -> bool:
         raise PlantingError(f"{README} has lost its results markers ({RESULTS_START!r} ... {RESULTS_END!r})")
     head, rest = text.split(RESULTS_START, 1)
     new = f"{head}{RESULTS_START}\n{results_markdown()}\n{RESULTS_END}{rest.split(RESULTS_END, 1)[1]}"
-    README.write_text(new)
+    atomic_write(README, lambda tmp: tmp.write_text(new))
     return new != text
 
 
@@ -217,14 +220,15 @@ def build(strict: bool = False, out: Path | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.book", description=__doc__.splitlines()[0])
-    ap.add_argument("--strict", action="store_true", help="treat every Sphinx warning as an error (as CI does)")
+    ap.add_argument("--strict", action="store_true", help="publish only what is up to date (a stale notebook is an "
+                    "error, naming why) and treat every Sphinx warning as an error (as CI does)")
     ap.add_argument("--force", action="store_true", help="re-execute every notebook")
     ap.add_argument("--no-execute", action="store_true", help="build from the committed outputs only")
     a = ap.parse_args(argv)
 
     def job() -> None:
         if not a.no_execute:
-            execute_book_runs(a.force)
+            execute_book_runs(a.force, a.strict)
         if update_readme():
             print(f"updated the results in {README}")
         print(f"the book is in {build(a.strict) / 'index.html'}")

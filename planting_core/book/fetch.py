@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 
 from tqdm.auto import tqdm
 
-from ..checkpoint import is_torch_file, write_json
+from ..checkpoint import is_torch_file, read_checkpoint, write_json
 from .. import records
 from ..errors import PlantingError
 from .runfolder import RunFolder
@@ -73,9 +73,13 @@ def published_files(root: str | Path) -> list[str]:
 
 
 def write_manifest(root: str | Path, params: Mapping[str, Any]) -> Path:
-    """Write root/checkpoints.json: the SHA-256 of every published file and the parameters of the run."""
+    """Write root/checkpoints.json: the SHA-256 of every published file and the parameters of the run. Every
+    checkpoint is read first: a damaged one (e.g. truncated) is refused, naming it, rather than published."""
     root = Path(root)
     rels = published_files(root)
+    for rel in rels:
+        if rel.endswith(".pt"):
+            read_checkpoint(root / rel)  # CheckpointError naming the file
     files = {rel: sha256((root / rel).read_bytes()) for rel in rels}
     sizes = {rel: (root / rel).stat().st_size for rel in rels}
     learning = {k: v for k, v in params.items() if k not in NOT_LEARNING}
