@@ -49,4 +49,13 @@ def test_the_bench_figures_are_read_from_its_output():
     figures = gpu_check.bench_figures(text)
     assert figures["planting_round_speedup"] == float(re.search(r"planting_round_speedup=([\d.]+)", text).group(1))
     assert figures["fit_img_per_s_w8"] > 0 and figures["fit_img_per_s_w64"] > 0
-    assert None not in figures.values()
+    assert (figures["peak_fraction_w8"] is None) == ("peak_fraction_w8=" not in text)  # benches before it lack it
+    assert None not in {k: v for k, v in figures.items() if k != "peak_fraction_w8"}.values()
+
+
+def test_the_bench_counts_a_training_step_and_measures_the_peak(data):
+    from planting_core.book.bench import matmul_peak, train_step_flops
+    small, wide = train_step_flops(data, 8, batch=16), train_step_flops(data, 32, batch=16)
+    assert 0 < small < wide  # more channels, more arithmetic
+    assert train_step_flops(data, 8, batch=32) == pytest.approx(2 * small, rel=0.01)  # linear in the batch
+    assert matmul_peak(torch.device("cpu"), n=256) > 1e8  # any machine multiplies faster than 0.1 GFLOP/s

@@ -35,6 +35,7 @@ CUDA_TESTS = ["tests/test_fused.py::test_fused_on_cuda_matches_the_cpu_choice",
 BENCH = [sys.executable, "-m", "planting_core.bench", "--quick", "--device", "cuda"]
 BENCH_FIGURES = {"planting_round_speedup": r"^planting_round_speedup=([\d.]+)",
                  "fused_round_speedup": r"^fused_round_speedup=([\d.]+)",
+                 "peak_fraction_w8": r"^peak_fraction_w8=([\d.]+)",
                  "fit_img_per_s_w8": r"^g8: .*ours ([\d,.]+) img/s", "fit_img_per_s_w64": r"^g64: .*ours ([\d,.]+) img/s"}
 BOOK_RUN, BOOK_NOTEBOOKS = "fashion-mnist-5k", ["01", "02", "03", "04"]
 DEADLINE_S = {"cuda-tests": 120, "bench": 180, "book-5k": 240}  # 9 minutes at most in all, 8 planned

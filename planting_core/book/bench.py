@@ -6,7 +6,8 @@ Prints one line per comparison (a-e) with both figures and their ratio, the peak
 planting rounds on the data used, (f) one planting round with its candidates trained together vs one at a time
 (fused into one batched computation; on a CPU also concurrently, one thread each), (g) fit's throughput per width
 with static steps (replayed from a CUDA graph on CUDA) vs eager steps, (h, CUDA only) the bare graph replay vs fit
-with graph steps; last `planting_round_speedup=<x>` for (d) and `fused_round_speedup=<y>` for (f): the round
+with graph steps, each width's training also as GFLOP/s and as a fraction of the float32 matmul peak measured in the
+same run (`peak_fraction_w8=<x>` for width 8); last `planting_round_speedup=<x>` for (d) and `fused_round_speedup=<y>` for (f): the round
 with its candidates together as planting trains them by default on this device (fused on CUDA, concurrently on a
 CPU) against one at a time.
 """
@@ -383,18 +384,47 @@ def bench_together(b: Setup) -> float:
     return together[default_path]
 
 
-def bench_fit(b: Setup) -> None:
+def train_step_flops(data: pc.Data, width: int, batch: int = 128) -> float:
+    """Floating-point operations of one training step (forward and backward, cross-entropy) of [width]*5 at
+    `batch`, as torch.utils.flop_counter counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+    net = pc.device.to_device(pc.PlainCNN([width] * 5, **data.model_kwargs()), data.train.x.device)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(net(data.train.x[:batch]), data.train.y[:batch]).backward()
+    return float(counter.get_total_flops())
+
+
+def matmul_peak(device: torch.device, n: int = 2048) -> float:
+    """This machine's float32 matrix-multiply rate in FLOP/s (n x n, torch.utils.benchmark's median, all threads):
+    the limit the training figures are read against."""
+    from torch.utils import benchmark
+    a, b = (torch.randn(n, n, device=device) for _ in range(2))
+    timer = benchmark.Timer("a @ b", globals={"a": a, "b": b}, num_threads=torch.get_num_threads())
+    return 2 * n ** 3 / timer.blocked_autorange(min_run_time=1.0).median
+
+
+def bench_fit(b: Setup) -> float:
     """(g) fit's throughput at batch 128 per width: eager steps vs static steps (replayed from a CUDA graph on
-    CUDA; the same step run eagerly elsewhere), and (h) on CUDA the bare replay of that graph (launch-free bound)."""
+    CUDA; the same step run eagerly elsewhere), each read as GFLOP/s and as a fraction of this machine's matmul
+    peak measured in the same run; and (h) on CUDA the bare replay of that graph (launch-free bound). Returns
+    width 8's fraction of the peak."""
     fit_steps = GPU_FIT_STEPS if b.dev.type == "cuda" else b.steps  # on CUDA: enough batches for the steady state
+    peak = matmul_peak(b.dev)
+    print(f"peak: float32 2048x2048 matmul on {b.dev}: {peak / 1e9:,.1f} GFLOP/s", flush=True)
+    fractions = {}
     for width in (8, 16, 32, 64, 128):
         eager = fit_throughput(b.data, width, fit_steps * 128, "off")
         static = fit_throughput(b.data, width, fit_steps * 128, "on")
         kind = "replayed from a CUDA graph" if b.dev.type == "cuda" else "static, run eagerly (no CUDA)"
         line(f"g{width}", static, eager, "img/s", f"fit at batch 128, [{width}]*5, steps {kind} vs eager steps")
+        achieved = max(static, eager) / 128 * train_step_flops(b.data, width)  # FLOP/s of the faster path
+        fractions[width] = achieved / peak
+        print(f"g{width}-peak: fit at batch 128, [{width}]*5: {achieved / 1e9:,.1f} GFLOP/s, "
+              f"{fractions[width]:.0%} of the matmul peak", flush=True)
         if b.dev.type == "cuda":
             line(f"h{width}", graph_throughput(b.data, width, fit_steps), static, "img/s",
                  f"the bare graph replay (launch-free bound) vs fit with graph steps, [{width}]*5")
+    return fractions[8]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -420,7 +450,8 @@ def main(argv: list[str] | None = None) -> None:
     speedup, same_layer, diff = bench_round(b)
     bench_memory(a)
     fused_speedup = bench_together(b)
-    bench_fit(b)
+    peak_fraction = bench_fit(b)
+    print(f"peak_fraction_w8={peak_fraction:.3f}")
     print(f"planting_round_speedup={speedup:.2f}")
     print(f"fused_round_speedup={fused_speedup:.2f}")
     if not same_layer or diff > 0.02:
