@@ -1,4 +1,4 @@
-"""Checkpoints and result files: atomic writes; a network's checkpoint carries its architecture and loads without pickle.
+"""Checkpoints and result files, written atomically; a network's checkpoint carries its shape and loads without pickle.
 
 A network checkpoint (save_checkpoint) is a safetensors file: the weights as tensors, and in its header the format,
 the network's shape and the metadata as JSON, so loading a published file runs no pickle on any torch version (the

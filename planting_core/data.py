@@ -51,7 +51,7 @@ class Data:
     layout: str  # the paper's layout for this image size: "cifar" up to 64 px, else "stl"
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
-    images: str = ""  # digest of the pixels read (every train and test image, uint8): which images, not just how many
+    images: str = ""  # digest of every train and test image (uint8 pixels) and label read: which, not just how many
 
     def model_kwargs(self) -> dict:
         """Keyword arguments for PlainCNN that fit this data."""
@@ -266,7 +266,7 @@ def load_data(name: str = "fashion-mnist", root: str | Path | None = None, subse
 
     side = x_tr.shape[-1]
     test_idx = torch.arange(len(y_te))
-    pixels = tensor_digest({"train": x_tr, "test": x_te})  # (N, C, H, W) uint8 each
+    pixels = tensor_digest({"train": x_tr, "train_labels": y_tr, "test": x_te, "test_labels": y_te})
     return Data(key, to_split(x_tr, y_tr, train_idx), to_split(x_tr, y_tr, val_idx), to_split(x_te, y_te, test_idx),
                 classes, x_tr.shape[1], side, "cifar" if side <= 64 else "stl", mean.tolist(), std.tolist(), pixels)
 

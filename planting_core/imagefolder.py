@@ -2,8 +2,8 @@
 
 Either layout gives labels by class-folder name in sorted order, so a test label always means the same class as
 a training label; anything ambiguous (train/ without test/, different class lists, unreadable files) is refused
-with a message that names the folder or file. Images keep their dynamic range: 16-bit and 32-bit integer images
-are scaled by their bit depth and float images from [0, 1] (else from their own min..max) to 8 bits, never
+with a message that names the folder or file. Images keep their dynamic range: 16-bit images are scaled from
+0..65535 and float images from 0..1 to 8 bits (values outside those ranges from the image's own min..max), never
 clipped. Symbolic links are followed, but a folder or image reached twice (a link loop, or a link to another class
 or split) is refused, so no image is counted twice or crosses from test to training.
 """
@@ -66,19 +66,20 @@ def image_files(folder: Path, classes: list[str], seen: dict[str, Path]) -> list
     return samples
 
 
-def to_rgb8(img) -> "Image.Image":
-    """A PIL image as 8-bit RGB with its contrast kept: 16/32-bit integers scaled by their range, floats from
-    [0, 1] (or, outside it, from the image's own min..max), everything else by PIL's convert."""
+def to_rgb8(img: "Image.Image") -> "Image.Image":
+    """A PIL image as 8-bit RGB with its contrast kept, scaled by its mode (the same for every image of a folder):
+    16-bit ("I;16*", and "I" within 0..65535, as older Pillow opens 16-bit PNGs) from 0..65535, float ("F") from
+    0..1; only values outside those ranges (e.g. a float image in Hounsfield units) are stretched from the image's
+    own min..max. Everything else by PIL's convert."""
     from PIL import Image
     if img.mode.startswith("I;16") or img.mode in ("I", "F"):
         a = np.nan_to_num(np.asarray(img).astype(np.float64))  # (H, W)
         low, high = a.min(), a.max()
-        if img.mode.startswith("I;16") or (img.mode == "I" and low >= 0 and 255 < high <= 65535):
-            a = a / 65535
-        elif img.mode == "I" and low >= 0 and high <= 255:
-            a = a / 255
-        elif low < 0 or high > 1:  # a float (or wider integer) image outside [0, 1]: stretch its own range
+        full = 1.0 if img.mode == "F" else 65535.0
+        if low < 0 or high > full:  # outside the mode's range: this image's own range is all there is to go by
             a = (a - low) / max(high - low, 1e-12)
+        else:
+            a = a / full
         img = Image.fromarray(np.rint(a * 255).clip(0, 255).astype(np.uint8))
     return img.convert("RGB")
 
@@ -91,7 +92,8 @@ def read_images(folder: Path, classes: list[str], image_size: int, skip_bad: boo
     from torchvision import transforms
 
     samples = image_files(folder, classes, {} if seen is None else seen)
-    empty = [c for i, c in enumerate(classes) if all(label != i for _, label in samples)]
+    present = {label for _, label in samples}
+    empty = [c for i, c in enumerate(classes) if i not in present]
     if empty:
         raise PlantingError(f"imagefolder {folder}: no images found in class folder(s) {empty}; every class "
                             f"folder needs at least one image")

@@ -308,7 +308,8 @@ class PlantingState:
         self.out_dir, self.data, self.trainer = out_dir, data, trainer
         # what a saved state must match to be resumed: settings (max_rounds may change), networks, data split
         self.settings = settings_record(replace(cfg, train=trainer.tcfg))
-        self.identity = {"initial": fingerprint(initial), "teacher": fingerprint(teacher), "data": data.fingerprint()}
+        self.identity = {"initial": fingerprint(initial), "teacher": fingerprint(teacher), "data": data.fingerprint(),
+                         "images": data.images}  # images: compared where both sides have it (older states lack it)
         self.stop_reason = ""
         self.template = merge(initial)  # what a saved network other than a PlainCNN is rebuilt from (resized)
         if self.path and self.path.exists():
@@ -331,10 +332,12 @@ class PlantingState:
         saved = dict(state.get("settings") or {})
         changed = sorted(k for k in set(saved) | set(self.settings)
                          if k != "max_rounds" and saved.get(k) != self.settings.get(k))
-        changed += [k for k in self.identity if (state.get("identity") or {}).get(k) != self.identity[k]]
+        saved_identity = state.get("identity") or {}
+        changed += [k for k in self.identity if saved_identity.get(k) != self.identity[k]
+                    and (k != "images" or (saved_identity.get(k) and self.identity[k]))]
         if changed:
             what = {"initial": "another initial network", "teacher": "another teacher (its weights differ)",
-                    "data": "another data split"}
+                    "data": "another data split", "images": "other images (another dataset or data root)"}
             named = ", ".join(what.get(k, f"{k}") for k in changed)
             raise PlantingError(f"{self.path}: this planting run was started with other settings ({named}); use "
                                 f"another out_dir, or delete {self.path.parent} to start over with these")

@@ -126,7 +126,12 @@ def test_a_published_torch_file_is_not_used(published: Path, server: str, tmp_pa
     from planting_core.checkpoint import read_checkpoint
     obj = read_checkpoint(published / "teacher.pt")
     torch.save(obj, published / "teacher.pt")  # the same network as a torch (pickle) file
-    pb.write_manifest(published, {"subset": 256})
+    with pytest.raises(pc.PlantingError, match="teacher.pt is a torch .pickle. file; convert"):
+        pb.write_manifest(published, {"subset": 256})  # this version does not publish it
+    manifest = json.loads((published / MANIFEST).read_text())  # as an older version published it
+    manifest["files"]["teacher.pt"] = pb.fetch.sha256((published / "teacher.pt").read_bytes())
+    manifest["sizes"]["teacher.pt"] = (published / "teacher.pt").stat().st_size
+    (published / MANIFEST).write_text(json.dumps(manifest))
     local = tmp_path / "local"
     assert pb.fetch_checkpoints(local, f"{server}/published", progress=False) == 3
     assert not (local / "teacher.pt").exists() and "is a torch (pickle) file" in capsys.readouterr().out

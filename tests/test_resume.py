@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+import planting_core as pc
+
 JOB = Path(__file__).with_name("resume_job.py")
 
 
@@ -51,7 +53,6 @@ def test_sigkill_mid_teacher_and_mid_round_then_resume(tmp_path):
     b = pd.read_csv(run / "history.csv").drop(columns="seconds")
     pd.testing.assert_frame_equal(a, b)
     assert killed_at % 5 != 0  # it was killed in the middle of a round
-    ta = torch.load(ref / "teacher.pt", weights_only=True)["state"]
-    tb = torch.load(run / "teacher.pt", weights_only=True)["state"]
+    ta, tb = (pc.checkpoint.read_checkpoint(p / "teacher.pt")["state"] for p in (ref, run))
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
     assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))

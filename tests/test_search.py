@@ -132,7 +132,7 @@ def test_saved_state_is_keyed_by_candidate(data, teacher, initial, tmp_path):
     pc.grow(initial, teacher, data, small_cfg(max_rounds=1, stop="fixed-rounds"), out_dir=tmp_path, progress=False)
     state = torch.load(tmp_path / "grow_state.pt", weights_only=True)
     assert state["round"] == 2 and state["done"] == {}
-    assert set(state["identity"]) == {"initial", "teacher", "data"}
+    assert set(state["identity"]) == {"initial", "teacher", "data", "images"}
 
 
 def test_fit_trains_any_frozen_prefix_module_through_its_fast_path(data):

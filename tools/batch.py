@@ -107,10 +107,10 @@ def _stderr_to(stream) -> Iterator[None]:
 # An IPython startup file for the kernels the batch runner starts: an audit hook that logs every file the kernel
 # opens under the run folder's parent (the run folder, and folders beside it such as a study's verdict runs), as
 # "r <path>" (read) or "w <path>" (written, appended, or renamed into place), one line each.
-RECORDER = """import os, sys
+RECORDER = """import os, sys, threading
 def _planting_record():
     root, log = os.environ["PLANTING_RECORD_ROOT"] + os.sep, os.environ["PLANTING_RECORD_LOG"]
-    busy = []
+    local = threading.local()  # per thread: the hook's own write must not be recorded (nor recurse)
     def hook(event, args):
         if event == "os.rename":  # os.replace too: an atomic write lands its file by renaming a temporary one
             target, writes = args[1], True
@@ -120,16 +120,17 @@ def _planting_record():
                 flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND))
         else:
             return
-        if busy or not isinstance(target, (str, bytes, os.PathLike)):
+        if getattr(local, "busy", False) or not isinstance(target, (str, bytes, os.PathLike)):
             return
         path = os.path.realpath(os.fsdecode(target))
-        if path.startswith(root) and os.path.basename(path) not in (".lock", ".lock.pid"):
-            busy.append(1)
+        name = os.path.basename(path)
+        if path.startswith(root) and name not in (".lock", ".lock.pid") and not name.endswith((".py", ".pyc")):
+            local.busy = True
             try:
                 with open(log, "a") as f:
                     f.write(("w " if writes else "r ") + path + "\\n")
             finally:
-                busy.pop()
+                local.busy = False
     sys.addaudithook(hook)
 _planting_record()
 """
@@ -148,9 +149,11 @@ def recorded_files(log: Path, out: Path) -> tuple[dict[str, str], dict[str, str]
         kind, path = line.split(" ", 1)
         (written if kind == "w" else read).add(Path(path))
     root = out.resolve()
-    rel = lambda paths: {Path(os.path.relpath(p, root)).as_posix(): sha256_file(p) for p in sorted(paths)
-                         if p.is_file() and not is_resume_state(p)}
-    return rel(read - written), rel(written)
+
+    def digests(paths: set[Path]) -> dict[str, str]:
+        return {Path(os.path.relpath(p, root)).as_posix(): sha256_file(p) for p in sorted(paths)
+                if p.is_file() and not is_resume_state(p)}
+    return digests(read - written), digests(written)
 
 
 def is_resume_state(path: Path) -> bool:
@@ -167,15 +170,17 @@ def stale_reason(src: Path, dest: Path, params: dict) -> str:
     out = dest.parent.parent  # executed copies live in <run folder>/notebooks/
     for kind, files in (("read", stamp.get("inputs", {})), ("wrote", stamp.get("outputs", {}))):
         changed = [rel for rel, digest in files.items() if sha256_file(out / rel) != digest
-                   and not (not (out / rel).exists() and RunFolder.is_left_out(out / rel))]  # left out: not a change
-        if changed and (kind == "read" or not rewritten_later(dest, changed[0])):
+                   and not (not (out / rel).exists() and RunFolder.is_left_out(out / rel))  # left out: no change
+                   and (kind == "read" or not rewritten_later(dest, rel))]  # a later notebook's output now
+        if changed:
             return f"{out / changed[0]}, which it {kind}, changed since it ran"
     return ""
 
 
 def rewritten_later(dest: Path, rel: str) -> bool:
     """Whether another executed notebook beside `dest`, run after it, wrote `rel` too (then it owns that file)."""
-    ran = lambda path: json.loads(path.read_text())["metadata"].get("papermill", {}).get("end_time") or ""
+    def ran(path: Path) -> str:
+        return json.loads(path.read_text())["metadata"].get("papermill", {}).get("end_time") or ""
     mine = ran(dest)
     return any(rel in executed_with(other).get("outputs", {}) and ran(other) > mine
                for other in dest.parent.glob("*.ipynb") if other != dest and not other.name.endswith(".partial.ipynb"))
@@ -292,11 +297,13 @@ def run_batch(dataset: str, profile: str = "quick", sets: dict | None = None, ou
 
 def run_plan(plan: list[tuple[Path, Path, dict]], force: bool, strict: bool = False) -> None:
     """Execute the planned notebooks in order, keeping those whose executed copies are up to date; with `strict`,
-    a copy that is not up to date is an error naming why (nothing is executed then)."""
+    a copy that is not up to date is an error naming why (and `force` is not allowed)."""
+    if strict and force:
+        raise PlantingError("--strict publishes only what is already up to date; it cannot be combined with --force")
     for i, (nb, dest, params) in enumerate(plan, 1):
         why = stale_reason(nb, dest, params)
-        if strict and (why or force):
-            raise PlantingError(f"{dest} is stale: {why or 'forced'}; run `python -m tools.book` to re-execute it "
+        if strict and why:
+            raise PlantingError(f"{dest} is stale: {why}; run `python -m tools.book` to re-execute it "
                                 f"(--strict publishes only what is up to date)")
         if not force and not why:
             print(f"[{i}/{len(plan)}] {nb.stem}: up to date, kept", flush=True)

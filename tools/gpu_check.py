@@ -14,6 +14,7 @@ import argparse
 import datetime
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -54,11 +55,15 @@ def steps(data_root: str | None) -> list[tuple[str, str]]:
 def timed(name: str, cmd: list[str], env: dict | None = None) -> tuple[subprocess.CompletedProcess | None, float]:
     """Run one step's command within its deadline: (the finished process, or None if it ran out of time; seconds)."""
     t0 = time.perf_counter()
+    child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                             start_new_session=True)  # its own process group: a kernel it starts ends with it
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=DEADLINE_S[name])
+        out, err = child.communicate(timeout=DEADLINE_S[name])
     except subprocess.TimeoutExpired:
-        proc = None
-    return proc, time.perf_counter() - t0
+        os.killpg(child.pid, signal.SIGKILL)  # the step and every process it started (notebook kernels)
+        child.communicate()
+        return None, time.perf_counter() - t0
+    return subprocess.CompletedProcess(cmd, child.returncode, out, err), time.perf_counter() - t0
 
 
 def failure(name: str, proc: subprocess.CompletedProcess | None, seconds: float) -> list[dict]:
@@ -116,6 +121,7 @@ def run_book(data_root: str | None, env: dict | None) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """List the steps, run them where CUDA is (each within its deadline), write the CSV; 2 on a one-line error."""
     ap = argparse.ArgumentParser(prog="bash scripts/gpu_check.sh", description=__doc__.splitlines()[0])
     ap.add_argument("--dry-run", action="store_true", help="list the steps and what each runs; run nothing")
     ap.add_argument("--data-root", help="folder with the Fashion-MNIST files (default: the package's search)")

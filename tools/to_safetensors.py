@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from planting_core.book import fetch
-from planting_core.checkpoint import atomic_write, checkpoint_bytes, is_torch_file, read_checkpoint, safe_load
+from planting_core.checkpoint import FORMAT, atomic_write, checkpoint_bytes, is_torch_file, read_checkpoint, safe_load
 from planting_core.errors import PlantingError, cli
 
 
@@ -38,20 +38,23 @@ def convert(path: Path) -> bool:
     if not is_torch_file(path):
         return False
     old = safe_load(path)
+    if not isinstance(old, dict) or old.get("format") != FORMAT or not isinstance(old.get("state"), dict):
+        raise PlantingError(f"{path}: a torch file but not a network checkpoint (format {FORMAT!r}); left as it was")
     record = {k: v for k, v in old.items() if k not in ("format", "meta")}
     data = checkpoint_bytes(record, old.get("meta", {}))
     tmp = path.with_name(f".{path.name}.convert.tmp")
-    tmp.write_bytes(data)
     try:
+        tmp.write_bytes(data)
         if not same_checkpoint(old, read_checkpoint(tmp)):
             raise PlantingError(f"{path}: the safetensors copy differs from the original; left as it was")
     finally:
-        tmp.unlink()
+        tmp.unlink(missing_ok=True)
     atomic_write(path, lambda t: t.write_bytes(data))
     return True
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Convert every checkpoint under the folders given, then rewrite their manifests; 2 on a one-line error."""
     ap = argparse.ArgumentParser(prog="python -m tools.to_safetensors", description=__doc__.splitlines()[0])
     ap.add_argument("roots", nargs="+", type=Path, help="folders whose checkpoints to convert")
 

@@ -7,9 +7,9 @@ planting rounds on the data used, (f) one planting round with its candidates tra
 (fused into one batched computation; on a CPU also concurrently, one thread each), (g) fit's throughput per width
 with static steps (replayed from a CUDA graph on CUDA) vs eager steps, (h, CUDA only) the bare graph replay vs fit
 with graph steps, each width's training also as GFLOP/s and as a fraction of the float32 matmul peak measured in the
-same run (`peak_fraction_w8=<x>` for width 8); last `planting_round_speedup=<x>` for (d) and `fused_round_speedup=<y>` for (f): the round
-with its candidates together as planting trains them by default on this device (fused on CUDA, concurrently on a
-CPU) against one at a time.
+same run (`peak_fraction_w8=<x>` for width 8); last `planting_round_speedup=<x>` for (d) and
+`fused_round_speedup=<y>` for (f): the round with its candidates together as planting trains them by default on
+this device (fused on CUDA, concurrently on a CPU) against one at a time.
 """
 from __future__ import annotations
 
@@ -395,10 +395,12 @@ def train_step_flops(data: pc.Data, width: int, batch: int = 128) -> float:
 
 
 def matmul_peak(device: torch.device, n: int = 2048) -> float:
-    """This machine's float32 matrix-multiply rate in FLOP/s (n x n, torch.utils.benchmark's median, all threads):
-    the limit the training figures are read against."""
+    """This machine's matrix-multiply rate in FLOP/s (n x n, torch.utils.benchmark's median, all threads), in the
+    precision training computes in there (bf16 under CUDA's autocast, else float32): the limit the training
+    figures are read against."""
     from torch.utils import benchmark
-    a, b = (torch.randn(n, n, device=device) for _ in range(2))
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     timer = benchmark.Timer("a @ b", globals={"a": a, "b": b}, num_threads=torch.get_num_threads())
     return 2 * n ** 3 / timer.blocked_autorange(min_run_time=1.0).median
 
@@ -410,7 +412,8 @@ def bench_fit(b: Setup) -> float:
     width 8's fraction of the peak."""
     fit_steps = GPU_FIT_STEPS if b.dev.type == "cuda" else b.steps  # on CUDA: enough batches for the steady state
     peak = matmul_peak(b.dev)
-    print(f"peak: float32 2048x2048 matmul on {b.dev}: {peak / 1e9:,.1f} GFLOP/s", flush=True)
+    precision = "bf16" if b.dev.type == "cuda" else "float32"
+    print(f"peak: {precision} 2048x2048 matmul on {b.dev}: {peak / 1e9:,.1f} GFLOP/s", flush=True)
     fractions = {}
     for width in (8, 16, 32, 64, 128):
         eager = fit_throughput(b.data, width, fit_steps * 128, "off")

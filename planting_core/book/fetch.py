@@ -15,11 +15,13 @@ requests: a published run is a handful of static files, and `read1` gives the ch
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -79,6 +81,9 @@ def write_manifest(root: str | Path, params: Mapping[str, Any]) -> Path:
     rels = published_files(root)
     for rel in rels:
         if rel.endswith(".pt"):
+            if is_torch_file(root / rel):  # fetch_checkpoints would refuse it: publishing it would cost its users hours
+                raise PlantingError(f"{root / rel} is a torch (pickle) file; convert the run folder first: "
+                                    f"python -m tools.to_safetensors {root}")
             read_checkpoint(root / rel)  # CheckpointError naming the file
     files = {rel: sha256((root / rel).read_bytes()) for rel in rels}
     sizes = {rel: (root / rel).stat().st_size for rel in rels}
@@ -179,7 +184,7 @@ def fetch_checkpoints(folder: RunFolder | str | Path, url: str, params: Mapping[
         raise PlantingError(f"{url}/{MANIFEST} answered HTTP {err.code} ({err.reason}): checkpoint_url must be a "
                             f"published run folder's address (the folder that holds {MANIFEST}); fix it, or set "
                             f"checkpoint_url=None to train everything here") from None
-    except (OSError, urllib.error.URLError, ValueError, DownloadStopped) as err:
+    except (OSError, ValueError, http.client.HTTPException, DownloadStopped) as err:
         print(f"could not read {url}/{MANIFEST} ({_why(err)}): every missing network is trained here instead")
         return 0
     check_manifest(manifest, f"{url}/{MANIFEST}")
@@ -189,8 +194,9 @@ def fetch_checkpoints(folder: RunFolder | str | Path, url: str, params: Mapping[
     fetched = 0
     for rel, digest in tqdm(missing.items(), desc="fetching checkpoints", unit="file", disable=not progress):
         try:
-            ok = download(f"{url}/{rel}", root / rel, digest, manifest.get("sizes", {}).get(rel, MAX_FILE_BYTES))
-        except (OSError, urllib.error.URLError, DownloadStopped) as err:
+            ok = download(f"{url}/{urllib.parse.quote(rel)}", root / rel, digest,
+                          manifest.get("sizes", {}).get(rel, MAX_FILE_BYTES))
+        except (OSError, ValueError, http.client.HTTPException, DownloadStopped) as err:  # URLError is an OSError
             print(f"could not fetch {rel} ({_why(err)}): it will be trained here")
             continue
         if not ok:

@@ -49,8 +49,8 @@ def folder_lock(root: str | Path) -> Iterator[Path]:
         holder = (root / PID_NAME).read_text().strip() if (root / PID_NAME).exists() else "unknown"
         raise PlantingError(f"run folder {root} is in use by another job (pid {holder}); wait for it to end, "
                             f"or give this job another folder") from None
-    except OSError as err:
-        raise PlantingError(f"cannot write in the run folder {root}: {err.strerror}") from None
+    except (OSError, NotImplementedError) as err:  # NotImplementedError: a file system without file locks
+        raise PlantingError(f"cannot lock the run folder {root}: {getattr(err, 'strerror', None) or err}") from None
     try:
         try:
             (root / PID_NAME).write_text(f"{os.getpid()}\n")
