@@ -8,7 +8,9 @@ package needs. Without torchrun (or with one process) every function here is the
 - Every process is started with the same arguments (`check_same`), and no process waits for ever: a collective
   step that does not complete within PLANTING_COLLECTIVE_TIMEOUT_S seconds (default 1800) ends every process
   with one line naming the processes that stopped answering (each sends a heartbeat through the process
-  group's store every HEARTBEAT_S seconds; a stopped or killed process's heartbeat goes stale).
+  group's store every HEARTBEAT_S seconds; a stopped or killed process's heartbeat goes stale). That line is
+  what gloo (CPUs) gives; under NCCL, torch's watchdog may abort the process at the deadline instead (then its
+  own message, naming the collective, is the last line).
 """
 from __future__ import annotations
 
