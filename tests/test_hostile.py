@@ -329,6 +329,22 @@ def test_a_notebook_run_directly_on_a_locked_folder_writes_nothing(tmp_path, mon
     assert sorted(p.name for p in out.iterdir()) == [".lock", ".lock.pid"]
 
 
+def test_a_notebook_kernel_holding_a_folder_is_named_as_such(tmp_path):
+    import subprocess
+    import sys
+    holder = subprocess.Popen([sys.executable, "-c", "import sys\nfrom planting_core import book as pb\n"
+                               f"pb.RunFolder({str(tmp_path)!r}).claim()\nprint('held', flush=True)\nsys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(pc.PlantingError, match=rf"in use by a notebook's kernel \(pid {holder.pid}\).*Shut Down"):
+            with pc.book.RunFolder(tmp_path).lock():
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 @pytest.mark.parametrize("argv,says", [
     (["--out", "."], "over (or into) the source notebooks"),
     (["--out", "notebooks"], "over (or into) the source notebooks"),

@@ -39,21 +39,27 @@ def writable_folder(root: str | Path) -> Path:
 
 
 @contextmanager
-def folder_lock(root: str | Path) -> Iterator[Path]:
-    """Hold `root`'s lock while the block runs; a second holder ends at once with the first holder's pid."""
+def folder_lock(root: str | Path, holder: str = "job") -> Iterator[Path]:
+    """Hold `root`'s lock while the block runs; a second holder ends at once with the first holder's pid (and
+    what it is: a job, or a notebook kernel that holds it until it is shut down)."""
     root = writable_folder(root)
     lock = FileLock(root / LOCK_NAME, timeout=0, thread_local=False)
     try:
         lock.acquire()
     except Timeout:
-        holder = (root / PID_NAME).read_text().strip() if (root / PID_NAME).exists() else "unknown"
-        raise PlantingError(f"run folder {root} is in use by another job (pid {holder}); wait for it to end, "
+        record = (root / PID_NAME).read_text().strip() if (root / PID_NAME).exists() else "unknown"
+        pid, _, kind = record.partition(" ")
+        if kind == "kernel":
+            raise PlantingError(f"run folder {root} is in use by a notebook's kernel (pid {pid}), which holds it until "
+                                f"it is shut down: shut that notebook's kernel down (Kernel > Shut Down Kernel), or "
+                                f"give this one another folder") from None
+        raise PlantingError(f"run folder {root} is in use by another job (pid {pid}); wait for it to end, "
                             f"or give this job another folder") from None
     except (OSError, NotImplementedError) as err:  # NotImplementedError: a file system without file locks
         raise PlantingError(f"cannot lock the run folder {root}: {getattr(err, 'strerror', None) or err}") from None
     try:
         try:
-            (root / PID_NAME).write_text(f"{os.getpid()}\n")
+            (root / PID_NAME).write_text(f"{os.getpid()} {holder}\n")
         except OSError as err:
             raise PlantingError(f"cannot write in the run folder {root}: {err.strerror}") from None
         yield root
@@ -68,6 +74,6 @@ def claim(root: str | Path) -> Path:
     real = str(Path(root).resolve())
     if real in _claimed_roots or os.environ.get(HELD_ENV) == real:
         return Path(root)
-    _claimed.enter_context(folder_lock(root))
+    _claimed.enter_context(folder_lock(root, holder="kernel"))
     _claimed_roots.add(real)
     return Path(root)
