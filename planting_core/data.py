@@ -266,9 +266,9 @@ def load_data(name: str = "fashion-mnist", root: str | Path | None = None, subse
 
     side = x_tr.shape[-1]
     test_idx = torch.arange(len(y_te))
-    pixels = tensor_digest({"train": x_tr, "train_labels": y_tr, "test": x_te, "test_labels": y_te})
+    images = tensor_digest({"train": x_tr, "train_labels": y_tr, "test": x_te, "test_labels": y_te})
     return Data(key, to_split(x_tr, y_tr, train_idx), to_split(x_tr, y_tr, val_idx), to_split(x_te, y_te, test_idx),
-                classes, x_tr.shape[1], side, "cifar" if side <= 64 else "stl", mean.tolist(), std.tolist(), pixels)
+                classes, x_tr.shape[1], side, "cifar" if side <= 64 else "stl", mean.tolist(), std.tolist(), images)
 
 
 def batches(n: int, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,

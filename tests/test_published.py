@@ -22,7 +22,7 @@ def git(*args: str) -> bytes:
 
 def committed_checkpoints() -> list[str]:
     names = git("ls-files", "results").decode().split("\n")
-    return [n for n in names if n.endswith(".pt") and not n.endswith(".state.pt") and not n.endswith("grow_state.pt")]
+    return [n for n in names if n.endswith(".pt") and not pc.book.RunFolder.is_resume_state(Path(n))]
 
 
 @pytest.fixture(scope="module")

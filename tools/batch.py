@@ -152,13 +152,9 @@ def recorded_files(log: Path, out: Path) -> tuple[dict[str, str], dict[str, str]
 
     def digests(paths: set[Path]) -> dict[str, str]:
         return {Path(os.path.relpath(p, root)).as_posix(): sha256_file(p) for p in sorted(paths)
-                if p.is_file() and not is_resume_state(p)}
+                if p.is_file() and not RunFolder.is_resume_state(p)}
     return digests(read - written), digests(written)
 
-
-def is_resume_state(path: Path) -> bool:
-    """A running job's resume state (never committed, deleted or kept at will): not what a notebook shows."""
-    return path.name.endswith(".state.pt") or path.name == "grow_state.pt"
 
 
 def stale_reason(src: Path, dest: Path, params: dict) -> str:

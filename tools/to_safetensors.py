@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from planting_core.book import fetch
+from planting_core.book.runfolder import RunFolder
 from planting_core.checkpoint import FORMAT, atomic_write, checkpoint_bytes, is_torch_file, read_checkpoint, safe_load
 from planting_core.errors import PlantingError, cli
 
@@ -61,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     def job() -> None:
         a = ap.parse_args(argv)
         for root in a.roots:
-            files = [p for p in sorted(root.rglob("*.pt")) if not p.name.endswith(".state.pt")
-                     and p.name != "grow_state.pt"]
+            files = [p for p in sorted(root.rglob("*.pt")) if not RunFolder.is_resume_state(p)]
             done = sum(convert(p) for p in files)
             print(f"{root}: {done} of {len(files)} checkpoints converted to safetensors")
             for manifest in sorted(root.rglob(fetch.MANIFEST)):

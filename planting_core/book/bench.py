@@ -394,13 +394,17 @@ def train_step_flops(data: pc.Data, width: int, batch: int = 128) -> float:
     return float(counter.get_total_flops())
 
 
+def training_dtype(device: torch.device) -> torch.dtype:
+    """The precision fit's matrix work runs in on `device`: bf16 under CUDA's autocast, else float32."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
 def matmul_peak(device: torch.device, n: int = 2048) -> float:
     """This machine's matrix-multiply rate in FLOP/s (n x n, torch.utils.benchmark's median, all threads), in the
     precision training computes in there (bf16 under CUDA's autocast, else float32): the limit the training
     figures are read against."""
     from torch.utils import benchmark
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    a, b = (torch.randn(n, n, device=device, dtype=training_dtype(device)) for _ in range(2))
     timer = benchmark.Timer("a @ b", globals={"a": a, "b": b}, num_threads=torch.get_num_threads())
     return 2 * n ** 3 / timer.blocked_autorange(min_run_time=1.0).median
 
@@ -412,7 +416,7 @@ def bench_fit(b: Setup) -> float:
     width 8's fraction of the peak."""
     fit_steps = GPU_FIT_STEPS if b.dev.type == "cuda" else b.steps  # on CUDA: enough batches for the steady state
     peak = matmul_peak(b.dev)
-    precision = "bf16" if b.dev.type == "cuda" else "float32"
+    precision = str(training_dtype(b.dev)).removeprefix("torch.")
     print(f"peak: {precision} 2048x2048 matmul on {b.dev}: {peak / 1e9:,.1f} GFLOP/s", flush=True)
     fractions = {}
     for width in (8, 16, 32, 64, 128):

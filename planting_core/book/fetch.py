@@ -69,7 +69,7 @@ def published_files(root: str | Path) -> list[str]:
     root = Path(root)
     left_out = RunFolder(root).left_out()
     found = [p for p in root.rglob("*.pt")
-             if not p.name.endswith(".state.pt") and p.name != "grow_state.pt" and p not in left_out]
+             if not RunFolder.is_resume_state(p) and p not in left_out]
     found += [p for p in root.rglob("history.csv") if (p.parent / "planted.pt").exists()]
     return sorted(p.relative_to(root).as_posix() for p in found)
 

@@ -147,6 +147,12 @@ class RunFolder:
         return found
 
     @staticmethod
+    def is_resume_state(path: Path) -> bool:
+        """Whether a file is a running job's resume state (a fit's <name>.state.pt, a search's grow_state.pt): never
+        published, committed or counted as a result."""
+        return Path(path).name.endswith(".state.pt") or Path(path).name == "grow_state.pt"
+
+    @staticmethod
     def is_left_out(path: Path) -> bool:
         """Whether a checkpoint is listed in the left-out.csv beside it (trained once, not published)."""
         return Path(path).name in read_left_out(Path(path).parent / LEFT_OUT)

@@ -135,10 +135,10 @@ def check_same(what: str, settings: dict[str, Any]) -> None:
     naming the rank and the settings that differ."""
     if not active():
         return
-    parts: list[dict | None] = [None] * world_size()
-    dist.all_gather_object(parts, settings)
+    parts: list[dict] = [{}] * world_size()
+    dist.all_gather_object(parts, settings)  # every process's settings, rank order
     for r, part in enumerate(parts):
-        differ = sorted(k for k in set(part or {}) | set(parts[0] or {}) if (part or {}).get(k) != parts[0].get(k))
+        differ = sorted(k for k in set(part) | set(parts[0]) if part.get(k) != parts[0].get(k))
         if differ:
             shown = ", ".join(f"{k}={part.get(k)!r} on rank {r} but {parts[0].get(k)!r} on rank 0" for k in differ)
             raise PlantingError(f"the processes were started with different {what} ({shown}); start every rank "
